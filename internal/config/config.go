@@ -1,0 +1,214 @@
+// Package config loads chutes-proxy's configuration: the embedded defaults,
+// then a TOML file, then the environment, then flags, decoded strictly and
+// validated whole so that every problem is reported at once as a
+// "FILE:KEY: problem" line.
+package config
+
+import (
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+)
+
+// Config is the effective configuration. Field tags name the TOML keys of
+// ../../proxy.toml, which documents every one of them.
+type Config struct {
+	Listen       string   `koanf:"listen" toml:"listen"`
+	ProxyKey     Secret   `koanf:"proxy_key" toml:"proxy_key"`
+	MaxBodyMB    int      `koanf:"max_body_mb" toml:"max_body_mb"`
+	AllowedHosts []string `koanf:"allowed_hosts" toml:"allowed_hosts"`
+
+	Compat    Compat    `koanf:"compat" toml:"compat"`
+	Upstream  Upstream  `koanf:"upstream" toml:"upstream"`
+	Failover  Failover  `koanf:"failover" toml:"failover"`
+	Breaker   Breaker   `koanf:"breaker" toml:"breaker"`
+	RateLimit RateLimit `koanf:"rate_limit" toml:"rate_limit"`
+	Quota     Quota     `koanf:"quota" toml:"quota"`
+	Health    Health    `koanf:"health" toml:"health"`
+	Models    []Model   `koanf:"models" toml:"models"`
+
+	// Source is the file the config was read from; "" means the defaults
+	// embedded in the binary.
+	Source string `koanf:"-" toml:"-"`
+	// Notes are things worth one log line at start-up, such as a key that
+	// had white space trimmed (never the key itself).
+	Notes []string `koanf:"-" toml:"-"`
+}
+
+// Compat holds switches for clients that need something non-standard.
+type Compat struct {
+	CORSOrigins      []string `koanf:"cors_origins" toml:"cors_origins"`
+	ErrorsAsMessages bool     `koanf:"errors_as_messages" toml:"errors_as_messages"`
+}
+
+// Upstream is where requests go and how long each step may take.
+type Upstream struct {
+	BaseURL          string   `koanf:"base_url" toml:"base_url"`
+	APIKey           Secret   `koanf:"api_key" toml:"api_key"`
+	ConnectTimeout   Duration `koanf:"connect_timeout" toml:"connect_timeout"`
+	FirstByteTimeout Duration `koanf:"first_byte_timeout" toml:"first_byte_timeout"`
+	IdleTimeout      Duration `koanf:"idle_timeout" toml:"idle_timeout"`
+	RequestTimeout   Duration `koanf:"request_timeout" toml:"request_timeout"`
+	Resolver         string   `koanf:"resolver" toml:"resolver"`
+	AccountURL       string   `koanf:"account_url" toml:"account_url"`
+}
+
+// Failover bounds the walk along a chain.
+type Failover struct {
+	MaxAttempts int `koanf:"max_attempts" toml:"max_attempts"`
+}
+
+// Breaker holds the circuit-breaker defaults for every model.
+type Breaker struct {
+	Failures int      `koanf:"failures" toml:"failures"`
+	Cooldown Duration `koanf:"cooldown" toml:"cooldown"`
+}
+
+// RateLimit holds the limiter defaults for every model. RequestsPerMinute 0
+// means unlimited.
+type RateLimit struct {
+	RequestsPerMinute float64  `koanf:"requests_per_minute" toml:"requests_per_minute"`
+	Burst             int      `koanf:"burst" toml:"burst"`
+	MaxWait           Duration `koanf:"max_wait" toml:"max_wait"`
+}
+
+// Quota is the proxy's own daily request cap. DailyRequests 0 means not
+// tracked; StateFile "" means the user's state directory.
+type Quota struct {
+	DailyRequests int    `koanf:"daily_requests" toml:"daily_requests"`
+	StateFile     string `koanf:"state_file" toml:"state_file"`
+}
+
+// Health configures the background probe. ProbeInterval 0 turns it off.
+type Health struct {
+	ProbeInterval Duration `koanf:"probe_interval" toml:"probe_interval"`
+}
+
+// Model is one [[models]] table. The pointer fields are per-model overrides;
+// nil means "use the [rate_limit] / [breaker] default".
+type Model struct {
+	ID                string    `koanf:"id" toml:"id"`
+	Aliases           []string  `koanf:"aliases" toml:"aliases,omitempty"`
+	Fallbacks         []string  `koanf:"fallbacks" toml:"fallbacks,omitempty"`
+	RequestsPerMinute *float64  `koanf:"requests_per_minute" toml:"requests_per_minute,omitempty"`
+	Burst             *int      `koanf:"burst" toml:"burst,omitempty"`
+	Failures          *int      `koanf:"failures" toml:"failures,omitempty"`
+	Cooldown          *Duration `koanf:"cooldown" toml:"cooldown,omitempty"`
+}
+
+// Limits are the breaker and limiter settings in force for one model.
+type Limits struct {
+	RequestsPerMinute float64
+	Burst             int
+	MaxWait           time.Duration
+	Failures          int
+	Cooldown          time.Duration
+}
+
+// LimitsFor returns the settings for model id: its [[models]] overrides over
+// the defaults. A model with no table gets the defaults.
+func (c *Config) LimitsFor(id string) Limits {
+	l := Limits{
+		RequestsPerMinute: c.RateLimit.RequestsPerMinute,
+		Burst:             c.RateLimit.Burst,
+		MaxWait:           c.RateLimit.MaxWait.D(),
+		Failures:          c.Breaker.Failures,
+		Cooldown:          c.Breaker.Cooldown.D(),
+	}
+	for i := range c.Models {
+		m := &c.Models[i]
+		if m.ID != id {
+			continue
+		}
+		if m.RequestsPerMinute != nil {
+			l.RequestsPerMinute = *m.RequestsPerMinute
+		}
+		if m.Burst != nil {
+			l.Burst = *m.Burst
+		}
+		if m.Failures != nil {
+			l.Failures = *m.Failures
+		}
+		if m.Cooldown != nil {
+			l.Cooldown = m.Cooldown.D()
+		}
+	}
+	return l
+}
+
+// SourceName is the config's origin for messages: the file path, or
+// "(embedded proxy.toml)".
+func (c *Config) SourceName() string {
+	if c.Source == "" {
+		return "(embedded proxy.toml)"
+	}
+	return c.Source
+}
+
+// Duration is a time.Duration written in Go syntax ("30s") in TOML.
+type Duration time.Duration
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// UnmarshalText parses Go duration syntax.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(strings.TrimSpace(string(b)))
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText writes Go duration syntax.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// Secret is a key. It never prints itself whole: String, MarshalText and
+// LogValue show a prefix such as "cpk_ab…". Use Reveal to send it.
+type Secret string
+
+// Reveal returns the key itself, for an Authorization header and nothing else.
+func (s Secret) Reveal() string { return string(s) }
+
+// String returns the redacted form.
+func (s Secret) String() string { return Redact(string(s)) }
+
+// GoString returns the redacted form, so %#v cannot leak it either.
+func (s Secret) GoString() string { return Redact(string(s)) }
+
+// MarshalText returns the redacted form (used by check-config).
+func (s Secret) MarshalText() ([]byte, error) { return []byte(Redact(string(s))), nil }
+
+// LogValue returns the redacted form for slog.
+func (s Secret) LogValue() slog.Value { return slog.StringValue(Redact(string(s))) }
+
+// Redact shortens a key to at most its first 6 characters and an ellipsis;
+// "" stays "" so that "not set" remains visible.
+func Redact(key string) string {
+	if key == "" {
+		return ""
+	}
+	const keep = 6
+	r := []rune(key)
+	if len(r) <= keep+2 {
+		// too short to show any of it safely
+		return "…"
+	}
+	return string(r[:keep]) + "…"
+}
+
+// IsLoopback reports whether addr (a listen address "host:port") binds only to
+// the loopback interface. An empty host ("":8787) binds every interface.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
+}
