@@ -1,0 +1,384 @@
+// Package payload finds and replaces the "model" of an OpenAI-style JSON
+// request body without decoding the rest of it. The body is read once and
+// forwarded byte for byte; for a fallback model only the bytes of that one
+// JSON string change, so key order, number formatting and every field the
+// proxy does not know (SillyTavern's samplers, tools, response_format) reach
+// the upstream untouched.
+package payload
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"strconv"
+	"unicode/utf8"
+)
+
+// Errors Parse returns; the proxy maps them to invalid_json and missing_model.
+var (
+	ErrNotJSON   = errors.New("request body is not a JSON object")
+	ErrNoModel   = errors.New(`request body has no "model"`)
+	ErrModelType = errors.New(`"model" is not a string`)
+)
+
+// SyntaxError says where a body stops being JSON.
+type SyntaxError struct {
+	Offset int
+	Msg    string
+}
+
+func (e *SyntaxError) Error() string {
+	return "invalid JSON at byte " + strconv.Itoa(e.Offset) + ": " + e.Msg
+}
+
+// Unwrap lets callers test for ErrNotJSON.
+func (e *SyntaxError) Unwrap() error { return ErrNotJSON }
+
+// maxDepth bounds nesting so that a hostile body cannot cost more than a
+// linear scan; the scanner itself is iterative and needs no stack.
+const maxDepth = 10000
+
+// Body is a request body with the location of its top-level "model" value.
+// Raw is never modified.
+type Body struct {
+	Raw   []byte
+	Model string
+	// Stream reports a top-level "stream": true.
+	Stream bool
+	// start and end delimit the model value's bytes, quotes included.
+	start, end int
+}
+
+// Parse checks that raw is one JSON object and finds its top-level "model"
+// string (the last one, as Python's and Go's decoders take it) and "stream"
+// flag. It allocates nothing but the model string itself.
+func Parse(raw []byte) (Body, error) {
+	b := Body{Raw: raw, start: -1}
+	s := scanner{buf: raw}
+	s.skipSpace()
+	if s.pos >= len(raw) {
+		return b, &SyntaxError{0, "empty body"}
+	}
+	if raw[s.pos] != '{' {
+		return b, &SyntaxError{s.pos, "expected a JSON object"}
+	}
+	s.pos++
+	s.skipSpace()
+	if s.peek() == '}' {
+		s.pos++
+	} else {
+		for {
+			s.skipSpace()
+			ks := s.pos
+			if err := s.str(); err != nil {
+				return b, err
+			}
+			key := raw[ks+1 : s.pos-1]
+			s.skipSpace()
+			if s.peek() != ':' {
+				return b, &SyntaxError{s.pos, "expected ':' after object key"}
+			}
+			s.pos++
+			s.skipSpace()
+			vs := s.pos
+			if err := s.value(); err != nil {
+				return b, err
+			}
+			switch {
+			case string(key) == "model":
+				b.start, b.end = vs, s.pos
+			case string(key) == "stream":
+				b.Stream = string(raw[vs:s.pos]) == "true"
+			}
+			s.skipSpace()
+			c := s.peek()
+			s.pos++
+			if c == '}' {
+				break
+			}
+			if c != ',' {
+				return b, &SyntaxError{s.pos - 1, "expected ',' or '}' in object"}
+			}
+		}
+	}
+	s.skipSpace()
+	if s.pos != len(raw) {
+		return b, &SyntaxError{s.pos, "data after the JSON object"}
+	}
+	if b.start < 0 {
+		return b, ErrNoModel
+	}
+	v := raw[b.start:b.end]
+	if v[0] != '"' {
+		return b, ErrModelType
+	}
+	if bytes.IndexByte(v, '\\') < 0 {
+		b.Model = string(v[1 : len(v)-1])
+	} else if err := json.Unmarshal(v, &b.Model); err != nil {
+		return b, &SyntaxError{b.start, "bad string escape in model"}
+	}
+	return b, nil
+}
+
+// Reader returns the body with its model value replaced by model, and its
+// length. Nothing is copied: the reader walks the prefix, the new value and
+// the suffix of Raw in turn. With the same model it reads Raw as is.
+func (b Body) Reader(model string) (io.Reader, int64) {
+	if model == b.Model || b.start < 0 {
+		return bytes.NewReader(b.Raw), int64(len(b.Raw))
+	}
+	q := Quote(model)
+	n := int64(b.start + len(q) + len(b.Raw) - b.end)
+	return io.MultiReader(bytes.NewReader(b.Raw[:b.start]), bytes.NewReader(q), bytes.NewReader(b.Raw[b.end:])), n
+}
+
+// With returns a new body with the model replaced: one copy of Raw. Reader is
+// cheaper when the bytes only need to be sent.
+func (b Body) With(model string) []byte {
+	if model == b.Model || b.start < 0 {
+		return b.Raw
+	}
+	q := Quote(model)
+	out := make([]byte, 0, len(b.Raw)-(b.end-b.start)+len(q))
+	out = append(out, b.Raw[:b.start]...)
+	out = append(out, q...)
+	return append(out, b.Raw[b.end:]...)
+}
+
+// Quote returns s as a JSON string.
+func Quote(s string) []byte {
+	simple := true
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf {
+			simple = false
+			break
+		}
+	}
+	if simple {
+		out := make([]byte, 0, len(s)+2)
+		out = append(out, '"')
+		out = append(out, s...)
+		return append(out, '"')
+	}
+	out, _ := json.Marshal(s) // a string always marshals
+	return out
+}
+
+type scanner struct {
+	buf []byte
+	pos int
+}
+
+func (s *scanner) peek() byte {
+	if s.pos < len(s.buf) {
+		return s.buf[s.pos]
+	}
+	return 0
+}
+
+func (s *scanner) skipSpace() {
+	for s.pos < len(s.buf) {
+		switch s.buf[s.pos] {
+		case ' ', '\t', '\n', '\r':
+			s.pos++
+		default:
+			return
+		}
+	}
+}
+
+func (s *scanner) errf(msg string) error { return &SyntaxError{s.pos, msg} }
+
+// str consumes one JSON string starting at s.pos.
+func (s *scanner) str() error {
+	if s.peek() != '"' {
+		return s.errf("expected a string")
+	}
+	s.pos++
+	for {
+		i := bytes.IndexAny(s.buf[s.pos:], "\"\\")
+		if i < 0 {
+			s.pos = len(s.buf)
+			return s.errf("unterminated string")
+		}
+		for _, c := range s.buf[s.pos : s.pos+i] {
+			if c < 0x20 {
+				return s.errf("control character in string")
+			}
+		}
+		s.pos += i
+		if s.buf[s.pos] == '"' {
+			s.pos++
+			return nil
+		}
+		// backslash escape
+		s.pos++
+		switch s.peek() {
+		case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+			s.pos++
+		case 'u':
+			if s.pos+5 > len(s.buf) {
+				return s.errf("short \\u escape")
+			}
+			for _, c := range s.buf[s.pos+1 : s.pos+5] {
+				if !isHex(c) {
+					return s.errf("bad \\u escape")
+				}
+			}
+			s.pos += 5
+		default:
+			return s.errf("bad escape")
+		}
+	}
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+// value consumes one JSON value. Containers are walked with a depth counter
+// and a small stack of container kinds packed into bits, not recursion.
+func (s *scanner) value() error {
+	// stack of open containers: true = object, false = array
+	var stack []bool
+	for {
+		s.skipSpace()
+		switch c := s.peek(); {
+		case c == '{' || c == '[':
+			if len(stack) >= maxDepth {
+				return s.errf("nesting too deep")
+			}
+			s.pos++
+			s.skipSpace()
+			closer := byte(']')
+			if c == '{' {
+				closer = '}'
+			}
+			if s.peek() == closer {
+				s.pos++
+				break // empty container is a complete value
+			}
+			stack = append(stack, c == '{')
+			if c == '{' {
+				if err := s.key(); err != nil {
+					return err
+				}
+			}
+			continue // parse the first element
+		case c == '"':
+			if err := s.str(); err != nil {
+				return err
+			}
+		case c == '-' || '0' <= c && c <= '9':
+			if err := s.number(); err != nil {
+				return err
+			}
+		case c == 't':
+			if err := s.lit("true"); err != nil {
+				return err
+			}
+		case c == 'f':
+			if err := s.lit("false"); err != nil {
+				return err
+			}
+		case c == 'n':
+			if err := s.lit("null"); err != nil {
+				return err
+			}
+		default:
+			if s.pos >= len(s.buf) {
+				return s.errf("unexpected end of body")
+			}
+			return s.errf("unexpected character")
+		}
+		// a value is complete: close containers or move to the next element
+		for {
+			if len(stack) == 0 {
+				return nil
+			}
+			s.skipSpace()
+			obj := stack[len(stack)-1]
+			c := s.peek()
+			if c == ',' {
+				s.pos++
+				if obj {
+					if err := s.key(); err != nil {
+						return err
+					}
+				}
+				break
+			}
+			if obj && c == '}' || !obj && c == ']' {
+				s.pos++
+				stack = stack[:len(stack)-1]
+				continue
+			}
+			if s.pos >= len(s.buf) {
+				return s.errf("unexpected end of body")
+			}
+			return s.errf("expected ',' or a closing bracket")
+		}
+	}
+}
+
+// key consumes `"name" :` inside an object.
+func (s *scanner) key() error {
+	s.skipSpace()
+	if err := s.str(); err != nil {
+		return err
+	}
+	s.skipSpace()
+	if s.peek() != ':' {
+		return s.errf("expected ':' after object key")
+	}
+	s.pos++
+	return nil
+}
+
+func (s *scanner) lit(word string) error {
+	if !bytes.HasPrefix(s.buf[s.pos:], []byte(word)) {
+		return s.errf("invalid literal")
+	}
+	s.pos += len(word)
+	return nil
+}
+
+// number consumes a JSON number (RFC 8259 grammar).
+func (s *scanner) number() error {
+	if s.peek() == '-' {
+		s.pos++
+	}
+	switch c := s.peek(); {
+	case c == '0':
+		s.pos++
+	case '1' <= c && c <= '9':
+		s.digits()
+	default:
+		return s.errf("invalid number")
+	}
+	if s.peek() == '.' {
+		s.pos++
+		if !s.digits() {
+			return s.errf("invalid number")
+		}
+	}
+	if c := s.peek(); c == 'e' || c == 'E' {
+		s.pos++
+		if c := s.peek(); c == '+' || c == '-' {
+			s.pos++
+		}
+		if !s.digits() {
+			return s.errf("invalid number")
+		}
+	}
+	return nil
+}
+
+func (s *scanner) digits() bool {
+	start := s.pos
+	for s.pos < len(s.buf) && '0' <= s.buf[s.pos] && s.buf[s.pos] <= '9' {
+		s.pos++
+	}
+	return s.pos > start
+}
