@@ -1,0 +1,28 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/chutes-proxy/chutes-proxy/internal/config"
+)
+
+func runCheckConfig(_ context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("check-config", "Validate the config and print the effective config (keys redacted). Exit 1 with FILE:KEY: problem lines when invalid.", stdout, stderr)
+	file := fs.String("config", "", "config file (default: $CHUTES_PROXY_CONFIG, ./proxy.toml, else the built-in defaults)")
+	if code, done := parse(fs, args); done {
+		return code
+	}
+	cfg, err := config.Load(config.Options{File: *file})
+	if err != nil {
+		printConfigError(stderr, err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "# effective config from %s (keys redacted)\n", cfg.SourceName())
+	for _, n := range cfg.Notes {
+		fmt.Fprintf(stdout, "# note: %s\n", n)
+	}
+	_, _ = stdout.Write(cfg.TOML())
+	return 0
+}

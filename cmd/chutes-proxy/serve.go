@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/chutes-proxy/chutes-proxy/internal/config"
+	"github.com/chutes-proxy/chutes-proxy/internal/proxy"
+)
+
+// drainTimeout is how long in-flight requests and streams may take to
+// finish after SIGINT/SIGTERM.
+const drainTimeout = 30 * time.Second
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("serve", "Run the proxy until SIGINT/SIGTERM, then let in-flight requests finish (up to 30 s).", stdout, stderr)
+	file := fs.String("config", "", "config file (default: $CHUTES_PROXY_CONFIG, ./proxy.toml, else the built-in defaults)")
+	listen := fs.String("listen", "", "address to listen on, e.g. 127.0.0.1:8787 (overrides the config)")
+	if code, done := parse(fs, args); done {
+		return code
+	}
+	log := newLogger(stderr)
+	opts := config.Options{File: *file, Listen: *listen}
+	cfg, err := config.Load(opts)
+	if err != nil {
+		printConfigError(stderr, err)
+		return 1
+	}
+	return serve(ctx, cfg, opts, log, stdout, nil)
+}
+
+// printConfigError prints Problems one per line, or the error.
+func printConfigError(w io.Writer, err error) {
+	var ps config.Problems
+	if errors.As(err, &ps) {
+		for _, p := range ps {
+			fmt.Fprintln(w, p.Error())
+		}
+		return
+	}
+	fmt.Fprintln(w, "chutes-proxy:", err)
+}
+
+// serve runs the proxy for cfg until ctx ends. ready, when set, receives
+// the bound address (for demo and tests).
+func serve(ctx context.Context, cfg *config.Config, opts config.Options, log *slog.Logger, stdout io.Writer, ready func(addr string)) int {
+	for _, n := range cfg.Notes {
+		log.Warn(n)
+	}
+	app, err := newApp(ctx, cfg, log)
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		return 1
+	}
+	defer app.close()
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		log.Error("cannot listen", "listen", cfg.Listen, "err", err,
+			"fix", "another program (or another chutes-proxy) holds the port: stop it or set listen / --listen to another port")
+		return 1
+	}
+	addr := ln.Addr().String()
+	log.Info("chutes-proxy listening", "url", "http://"+addr+"/v1", "status_page", "http://"+addr+"/",
+		"config", cfg.SourceName(), "upstream", cfg.Upstream.BaseURL, "version", version())
+	if ready != nil {
+		ready(addr)
+	}
+
+	// Reload on file change or SIGHUP; requests in flight keep the config
+	// they started with.
+	wctx, cancelWatch := context.WithCancel(ctx)
+	defer cancelWatch()
+	reload := make(chan string, 1)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	if cfg.Source != "" {
+		go config.Watch(wctx, cfg.Source, time.Second, func() {
+			select {
+			case reload <- "file changed":
+			default:
+			}
+		})
+	}
+	go func() {
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case <-hup:
+				select {
+				case reload <- "SIGHUP":
+				default:
+				}
+			case why := <-reload:
+				app.reload(opts, cfg.Listen, why)
+			}
+		}
+	}()
+
+	srv := proxy.HTTPServer(cfg.Listen, app.handler, log)
+	if err := proxy.Serve(ctx, srv, ln, drainTimeout); err != nil {
+		log.Error("server stopped", "err", err)
+		return 1
+	}
+	log.Info("chutes-proxy stopped")
+	return 0
+}

@@ -1,0 +1,493 @@
+// Package failover walks a model's fallback chain: for each model it asks the
+// model's rate limiter and circuit breaker, makes one attempt, and classifies
+// the outcome to decide whether the next model is tried.
+package failover
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+	"golang.org/x/time/rate"
+
+	"github.com/chutes-proxy/chutes-proxy/internal/config"
+)
+
+// Skip reasons kinds, for Attempt.Kind.
+const (
+	KindServed      = "served"
+	KindFailed      = "failed"
+	KindReturned    = "returned"
+	KindBreakerOpen = "breaker_open"
+	KindCooling     = "cooling"
+	KindLocalLimit  = "local_limit"
+	KindCanceled    = "canceled"
+)
+
+// Attempt is one model's part in a request: an upstream attempt, or a skip
+// (Status 0) with the reason.
+type Attempt struct {
+	Model      string `json:"model"`
+	Status     int    `json:"status"`
+	Reason     string `json:"reason"`
+	DurationMS int64  `json:"duration_ms"`
+
+	// Kind says what happened (KindServed, KindBreakerOpen, ...).
+	Kind string `json:"-"`
+	// Err is the attempt's error, nil when it served.
+	Err error `json:"-"`
+	// RetryAfter is when the model may be tried again, for skips and 429s.
+	RetryAfter time.Duration `json:"-"`
+}
+
+// Upstream reports whether an upstream call was made.
+func (a Attempt) Upstream() bool {
+	return a.Kind == KindServed || a.Kind == KindFailed || a.Kind == KindReturned || a.Kind == KindCanceled
+}
+
+// Result is the walk's record: the model that served ("" if none) and every
+// attempt and skip in order.
+type Result struct {
+	Requested string
+	Model     string
+	Attempts  []Attempt
+}
+
+// UpstreamAttempts counts the attempts that reached the upstream.
+func (r *Result) UpstreamAttempts() int {
+	n := 0
+	for _, a := range r.Attempts {
+		if a.Upstream() {
+			n++
+		}
+	}
+	return n
+}
+
+// ErrExhausted is returned when no model of the chain served: every one
+// failed, was skipped, or max_attempts ran out. Result.Attempts says why.
+var ErrExhausted = errors.New("no model of the chain could serve the request")
+
+// TryFunc makes one upstream attempt with model. It returns nil once the
+// first byte of a successful response is in hand (the model is then
+// committed), or the failure.
+type TryFunc func(ctx context.Context, model string) error
+
+// Observer hears about every attempt; health keeps its statistics with it.
+// Implementations must be cheap and must not block.
+type Observer interface {
+	Attempted(model string, a Attempt, latency time.Duration)
+}
+
+// Router resolves models and chains from the config and walks them. Its
+// per-model state survives config reloads for models still configured.
+type Router struct {
+	table atomic.Pointer[table]
+	log   *slog.Logger
+	obs   Observer
+	now   func() time.Time
+
+	mu     sync.RWMutex
+	models map[string]*Model
+}
+
+// table is the part of the config the router reads on every request,
+// resolved once per load.
+type table struct {
+	cfg    *config.Config
+	names  map[string]string   // id or alias → id
+	chains map[string][]string // id → [id, fallback ids...]
+}
+
+// New returns a router for cfg. log may be nil; obs may be nil.
+func New(cfg *config.Config, log *slog.Logger, obs Observer) *Router {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	r := &Router{log: log.With("component", "failover"), obs: obs, now: time.Now, models: map[string]*Model{}}
+	r.Update(cfg)
+	return r
+}
+
+// Update swaps in a new config. Models still configured keep their breaker,
+// limiter and cooling state; changed limits apply at once.
+func (r *Router) Update(cfg *config.Config) {
+	t := &table{cfg: cfg, names: map[string]string{}, chains: map[string][]string{}}
+	for _, m := range cfg.Models {
+		t.names[m.ID] = m.ID
+	}
+	for _, m := range cfg.Models {
+		for _, a := range m.Aliases {
+			t.names[a] = m.ID
+		}
+	}
+	for _, m := range cfg.Models {
+		chain := []string{m.ID}
+		seen := map[string]bool{m.ID: true}
+		for _, f := range m.Fallbacks {
+			id := f
+			if v, ok := t.names[f]; ok {
+				id = v
+			}
+			if !seen[id] {
+				seen[id] = true
+				chain = append(chain, id)
+			}
+		}
+		t.chains[m.ID] = chain
+	}
+	r.table.Store(t)
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id, m := range r.models {
+		m.apply(cfg.LimitsFor(id), r)
+	}
+}
+
+// Config returns the config in force.
+func (r *Router) Config() *config.Config { return r.table.Load().cfg }
+
+// Resolve maps a client's model name (an id or an alias) to its chain of
+// model ids. A name with no [[models]] entry is a chain of itself.
+func (r *Router) Resolve(name string) []string {
+	t := r.table.Load()
+	id, ok := t.names[name]
+	if !ok {
+		// Clients sometimes differ in case only ("deepseek-ai/deepseek-r1").
+		for n, v := range t.names {
+			if strings.EqualFold(n, name) {
+				id, ok = v, true
+				break
+			}
+		}
+	}
+	if !ok {
+		return []string{name}
+	}
+	return t.chains[id]
+}
+
+// Aliases returns alias → id for every configured alias.
+func (r *Router) Aliases() map[string]string {
+	t := r.table.Load()
+	out := map[string]string{}
+	for n, id := range t.names {
+		if n != id {
+			out[n] = id
+		}
+	}
+	return out
+}
+
+// Model returns the state of model id, creating it with the config's limits.
+func (r *Router) Model(id string) *Model {
+	r.mu.RLock()
+	m, ok := r.models[id]
+	r.mu.RUnlock()
+	if ok {
+		return m
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m, ok = r.models[id]
+	if !ok {
+		m = newModel(id, r.table.Load().cfg.LimitsFor(id), r)
+		r.models[id] = m
+	}
+	return m
+}
+
+// Models returns the state of every model seen or configured so far.
+func (r *Router) Models() []*Model {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]*Model, 0, len(r.models))
+	for _, m := range r.models {
+		out = append(out, m)
+	}
+	return out
+}
+
+// Do walks the chain of the requested model. try is called at most
+// max_attempts times; it returns nil when a model is committed. The returned
+// error is nil on success, ErrExhausted when the chain ran out, or the
+// failure that must go back to the client as is (Classify's Return), or the
+// context's error when the client went away.
+func (r *Router) Do(ctx context.Context, requested string, try TryFunc) (Result, error) {
+	t := r.table.Load()
+	chain := r.Resolve(requested)
+	res := Result{Requested: requested, Attempts: make([]Attempt, 0, len(chain))}
+	maxAttempts := t.cfg.Failover.MaxAttempts
+	made := 0
+	for _, id := range chain {
+		if made >= maxAttempts {
+			break
+		}
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		m := r.Model(id)
+		if skip, ok := m.check(r.now()); !ok {
+			res.Attempts = append(res.Attempts, skip)
+			continue
+		}
+		wait, skip, ok := m.reserve(r.now())
+		if !ok {
+			res.Attempts = append(res.Attempts, skip)
+			continue
+		}
+		if err := wait.wait(ctx); err != nil {
+			return res, err
+		}
+		done, err := m.breaker.Load().Allow()
+		if err != nil {
+			// Half-open and its one trial request is taken by another.
+			wait.cancel()
+			res.Attempts = append(res.Attempts, m.skipOpen(r.now()))
+			continue
+		}
+		made++
+		start := r.now()
+		err = try(ctx, id)
+		elapsed := r.now().Sub(start)
+		a := Attempt{Model: id, DurationMS: elapsed.Milliseconds(), Err: err}
+		if err == nil {
+			done(nil)
+			m.succeeded()
+			a.Kind, a.Status, a.Reason = KindServed, 200, "served"
+			res.Attempts = append(res.Attempts, a)
+			res.Model = id
+			r.observe(id, a, elapsed)
+			return res, nil
+		}
+		action, failure := Classify(err)
+		a.Reason = Describe(err)
+		var ue *UpstreamError
+		if errors.As(err, &ue) {
+			a.Status = ue.Status
+		}
+		switch {
+		case action == Stop:
+			done(errExcluded)
+			a.Kind = KindCanceled
+		case failure:
+			done(err)
+			a.Kind = KindFailed
+		default:
+			done(nil) // the model answered; the problem is the request's
+			a.Kind = KindReturned
+		}
+		if a.Status == 429 {
+			a.RetryAfter = m.cool(r.now(), ue.RetryAfter)
+		}
+		res.Attempts = append(res.Attempts, a)
+		r.observe(id, a, elapsed)
+		switch action {
+		case Stop:
+			return res, err
+		case Return:
+			return res, err
+		}
+		r.log.LogAttrs(ctx, slog.LevelInfo, "model failed, trying the next",
+			slog.String("model", id), slog.Int("status", a.Status), slog.String("reason", a.Reason))
+	}
+	return res, ErrExhausted
+}
+
+func (r *Router) observe(id string, a Attempt, d time.Duration) {
+	if r.obs != nil {
+		r.obs.Attempted(id, a, d)
+	}
+}
+
+// errExcluded settles a breaker's half-open trial without counting it.
+var errExcluded = errors.New("excluded from breaker counts")
+
+// Model is one model's health state: breaker, limiter and 429 cooling.
+type Model struct {
+	ID      string
+	breaker atomic.Pointer[gobreaker.TwoStepCircuitBreaker[struct{}]]
+	limiter *rate.Limiter
+
+	limits    atomic.Pointer[config.Limits]
+	failures  atomic.Int64 // breaker threshold, read by ReadyToTrip
+	openUntil atomic.Int64 // unix nanos; set when the breaker opens
+	coolUntil atomic.Int64 // unix nanos; after a 429
+	strikes   atomic.Int32 // consecutive 429s, for the cooling backoff
+}
+
+func newModel(id string, l config.Limits, r *Router) *Model {
+	m := &Model{ID: id}
+	m.limiter = rate.NewLimiter(rate.Inf, 1)
+	m.breaker.Store(m.newBreaker(l.Cooldown, r))
+	m.apply(l, r)
+	return m
+}
+
+func (m *Model) newBreaker(cooldown time.Duration, r *Router) *gobreaker.TwoStepCircuitBreaker[struct{}] {
+	log := r.log
+	return gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
+		Name:        m.ID,
+		MaxRequests: 1,
+		Timeout:     cooldown,
+		ReadyToTrip: func(c gobreaker.Counts) bool {
+			return int64(c.ConsecutiveFailures) >= m.failures.Load()
+		},
+		IsExcluded: func(err error) bool {
+			return errors.Is(err, errExcluded) || errors.Is(err, context.Canceled)
+		},
+		// Runs under the breaker's lock: record and log, never call back.
+		OnStateChange: func(name string, from, to gobreaker.State) {
+			if to == gobreaker.StateOpen {
+				m.openUntil.Store(time.Now().Add(m.limits.Load().Cooldown).UnixNano())
+			}
+			log.Warn("breaker state changed", "model", name, "from", from.String(), "to", to.String())
+		},
+	})
+}
+
+// apply sets new limits. Rate and burst change in place; a changed cooldown
+// needs a new breaker (gobreaker's Timeout is fixed), which is only swapped
+// in while the breaker is closed so that a reload never revives a dead model.
+func (m *Model) apply(l config.Limits, r *Router) {
+	old := m.limits.Swap(&l)
+	m.failures.Store(int64(max(l.Failures, 1)))
+	if l.RequestsPerMinute > 0 {
+		m.limiter.SetLimit(rate.Limit(l.RequestsPerMinute / 60))
+		m.limiter.SetBurst(max(l.Burst, 1))
+	} else {
+		m.limiter.SetLimit(rate.Inf)
+	}
+	if old != nil && old.Cooldown != l.Cooldown && m.State() == gobreaker.StateClosed {
+		m.breaker.Store(m.newBreaker(l.Cooldown, r))
+	}
+}
+
+// State is the breaker's state: closed, open or half-open.
+func (m *Model) State() gobreaker.State { return m.breaker.Load().State() }
+
+// Counts returns the breaker's counters.
+func (m *Model) Counts() gobreaker.Counts { return m.breaker.Load().Counts() }
+
+// Limits returns the limits in force for the model.
+func (m *Model) Limits() config.Limits { return *m.limits.Load() }
+
+// Tokens is the limiter's available tokens now (+Inf when unlimited).
+func (m *Model) Tokens() float64 { return m.limiter.Tokens() }
+
+// CoolingUntil is when a model that answered 429 may be tried again (zero
+// when it is not cooling).
+func (m *Model) CoolingUntil(now time.Time) time.Time {
+	u := m.coolUntil.Load()
+	if u == 0 || now.UnixNano() >= u {
+		return time.Time{}
+	}
+	return time.Unix(0, u)
+}
+
+// OpenUntil is when an open breaker lets a trial request through.
+func (m *Model) OpenUntil() time.Time {
+	if m.State() != gobreaker.StateOpen {
+		return time.Time{}
+	}
+	return time.Unix(0, m.openUntil.Load())
+}
+
+// check skips a model whose breaker is open or which is cooling after a 429.
+func (m *Model) check(now time.Time) (Attempt, bool) {
+	if m.State() == gobreaker.StateOpen {
+		return m.skipOpen(now), false
+	}
+	if until := m.CoolingUntil(now); !until.IsZero() {
+		d := until.Sub(now)
+		return Attempt{Model: m.ID, Kind: KindCooling, RetryAfter: d,
+			Reason: "overloaded (429), resting for " + roundDur(d) + " before the next try"}, false
+	}
+	return Attempt{}, true
+}
+
+func (m *Model) skipOpen(now time.Time) Attempt {
+	until := time.Unix(0, m.openUntil.Load())
+	d := until.Sub(now)
+	reason := "circuit open until " + until.Local().Format("15:04:05") + " after repeated failures"
+	if d <= 0 {
+		d = time.Second
+		reason = "circuit half-open: a trial request is in flight"
+	}
+	return Attempt{Model: m.ID, Kind: KindBreakerOpen, RetryAfter: d, Reason: reason}
+}
+
+// waiter waits for a limiter reservation; cancel gives the token back.
+type waiter struct {
+	res   *rate.Reservation
+	delay time.Duration
+}
+
+func (w waiter) cancel() {
+	if w.res != nil {
+		w.res.Cancel()
+	}
+}
+
+// wait blocks until the reservation is due or ctx ends (then the token is
+// returned).
+func (w waiter) wait(ctx context.Context) error {
+	if w.delay <= 0 {
+		return nil
+	}
+	t := time.NewTimer(w.delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		w.cancel()
+		return ctx.Err()
+	}
+}
+
+// reserve takes a limiter token, or skips the model when the token would
+// come later than max_wait.
+func (m *Model) reserve(now time.Time) (waiter, Attempt, bool) {
+	if m.limiter.Limit() == rate.Inf {
+		return waiter{}, Attempt{}, true
+	}
+	res := m.limiter.ReserveN(now, 1)
+	if !res.OK() {
+		return waiter{}, Attempt{Model: m.ID, Kind: KindLocalLimit, RetryAfter: time.Minute,
+			Reason: "local rate limit admits no request (burst 0)"}, false
+	}
+	d := res.DelayFrom(now)
+	if maxWait := m.limits.Load().MaxWait; d > maxWait {
+		res.CancelAt(now)
+		l := m.limits.Load()
+		return waiter{}, Attempt{Model: m.ID, Kind: KindLocalLimit, RetryAfter: d,
+			Reason: "local rate limit of " + trimFloat(l.RequestsPerMinute) + " requests/minute: next slot in " + roundDur(d)}, false
+	}
+	return waiter{res: res, delay: d}, Attempt{}, true
+}
+
+// cool marks a model that answered 429 as resting: until the upstream's
+// Retry-After when given, else an own backoff of 1 s, 2 s, 4 s ... 30 s,
+// because Chutes rarely sends Retry-After and trying again at once only
+// collects more 429s.
+func (m *Model) cool(now time.Time, retryAfter time.Duration) time.Duration {
+	n := m.strikes.Add(1)
+	d := retryAfter
+	if d <= 0 {
+		d = time.Second << min(n-1, 5)
+		d = min(d, 30*time.Second)
+	}
+	m.coolUntil.Store(now.Add(d).UnixNano())
+	return d
+}
+
+func (m *Model) succeeded() {
+	m.strikes.Store(0)
+}

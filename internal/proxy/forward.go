@@ -1,0 +1,331 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/chutes-proxy/chutes-proxy/internal/config"
+	"github.com/chutes-proxy/chutes-proxy/internal/diagnose"
+	"github.com/chutes-proxy/chutes-proxy/internal/failover"
+	"github.com/chutes-proxy/chutes-proxy/internal/payload"
+)
+
+// Causes of an attempt's cancellation, told apart by context.Cause.
+var (
+	errFirstByte = errors.New("first byte timeout")
+	errIdle      = errors.New("idle timeout")
+	errDone      = errors.New("attempt finished")
+)
+
+// maxErrorBody bounds what is read of an upstream error body: enough for any
+// diagnosis, small enough that a hostile upstream cannot exhaust memory.
+const maxErrorBody = 16 << 10
+
+// bufSize is the read buffer of a committed response, from a pool.
+const bufSize = 16 << 10
+
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, bufSize) }}
+
+// committed is an upstream response whose first byte is in hand: the model
+// that produced it has served.
+type committed struct {
+	resp    *http.Response
+	br      *bufio.Reader
+	pending []byte // SSE lines read before committing (the first event)
+	sse     bool
+	cancel  context.CancelCauseFunc
+	model   string
+}
+
+func (c *committed) close() {
+	c.cancel(errDone)
+	c.resp.Body.Close()
+	c.br.Reset(nil)
+	readers.Put(c.br)
+}
+
+// forward serves a chat, completion or embedding request with failover.
+func (s *Server) forward(w http.ResponseWriter, r *http.Request, st *state, info *reqInfo, path string) {
+	cfg := st.cfg
+	raw, err := readBody(r, st.maxBody)
+	if err != nil {
+		s.writeError(w, r, st, info, diagnose.BodyError(err, cfg.MaxBodyMB))
+		return
+	}
+	body, err := payload.Parse(raw)
+	if err != nil {
+		s.writeError(w, r, st, info, diagnose.BodyError(err, cfg.MaxBodyMB))
+		return
+	}
+	info.model, info.stream = body.Model, body.Stream
+
+	key, fromClient := s.upstreamKey(st, r)
+	if key == "" {
+		s.writeError(w, r, st, info, diagnose.MissingKey(cfg.ProxyKey != ""))
+		return
+	}
+	if s.gate != nil {
+		if err := s.gate(r.Context()); err != nil {
+			var de *diagnose.Error
+			if errors.As(err, &de) {
+				s.writeError(w, r, st, info, de)
+				return
+			}
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(r.Context(), cfg.Upstream.RequestTimeout.D())
+	defer cancel()
+
+	var c *committed
+	try := func(ctx context.Context, model string) error {
+		var err error
+		c, err = s.attempt(ctx, st, r, upstreamURL(st.base, path, r.URL), body, model, key)
+		return err
+	}
+	res, err := s.router.Do(ctx, body.Model, try)
+	info.attempts = res.UpstreamAttempts()
+	info.served = res.Model
+	if err != nil {
+		if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+			info.errCode = "client_closed"
+			return // the client went away: nobody to answer
+		}
+		s.writeError(w, r, st, info, diagnose.Explain(res, err, s.diagEnv(st, key, fromClient)))
+		return
+	}
+	defer c.close()
+	s.relay(w, r, st, info, c)
+}
+
+// upstreamKey picks the key sent to Chutes: the configured one, else the
+// client's own bearer, unless a proxy_key is set (then the client's bearer
+// is the proxy key and never leaves the machine).
+func (s *Server) upstreamKey(st *state, r *http.Request) (key string, fromClient bool) {
+	if k := st.cfg.Upstream.APIKey.Reveal(); k != "" {
+		return k, false
+	}
+	if st.cfg.ProxyKey != "" {
+		return "", false
+	}
+	k := bearer(r)
+	return k, k != ""
+}
+
+func (s *Server) diagEnv(st *state, key string, fromClient bool) diagnose.Env {
+	env := diagnose.Env{
+		BaseURL:       st.base,
+		KeyPrefix:     config.Redact(key),
+		KeyFromClient: fromClient,
+		KeyLooksWrong: key != "" && !strings.HasPrefix(key, "cpk_"),
+		Known:         s.catalog.IDs,
+	}
+	if !fromClient {
+		for _, n := range st.cfg.Notes {
+			if strings.Contains(n, "api_key") {
+				env.KeyNotes = append(env.KeyNotes, n)
+			}
+		}
+	}
+	return env
+}
+
+// readBody reads the whole request body once, into a buffer of the
+// declared size when there is one, refusing more than limit bytes.
+func readBody(r *http.Request, limit int64) ([]byte, error) {
+	if r.ContentLength > limit {
+		return nil, diagnose.ErrBodyTooLarge
+	}
+	if r.ContentLength >= 0 {
+		buf := make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(r.Body, buf); err != nil {
+			return nil, fmt.Errorf("reading the request body: %w", err)
+		}
+		return buf, nil
+	}
+	var b bytes.Buffer
+	n, err := b.ReadFrom(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading the request body: %w", err)
+	}
+	if n > limit {
+		return nil, diagnose.ErrBodyTooLarge
+	}
+	return b.Bytes(), nil
+}
+
+// attempt makes one upstream request for model and waits for the first
+// byte of a successful body. Everything that can go wrong before that byte
+// is returned as an error for failover to classify; the model is committed
+// only once that byte is in hand, because a Chutes miner can send 200
+// headers and then hang, or open a stream with an error event.
+func (s *Server) attempt(ctx context.Context, st *state, r *http.Request, url string, body payload.Body, model, key string) (*committed, error) {
+	actx, cancel := context.WithCancelCause(ctx)
+	firstByte := st.cfg.Upstream.FirstByteTimeout.D()
+	timer := time.AfterFunc(firstByte, func() { cancel(errFirstByte) })
+	fail := func(err error) (*committed, error) {
+		timer.Stop()
+		if context.Cause(actx) == errFirstByte {
+			err = &failover.TimeoutError{After: firstByte}
+		}
+		cancel(errDone)
+		return nil, err
+	}
+
+	rd, n := body.Reader(model)
+	req, err := http.NewRequestWithContext(actx, http.MethodPost, url, rd)
+	if err != nil {
+		return fail(err)
+	}
+	req.ContentLength = n
+	req.GetBody = func() (io.ReadCloser, error) {
+		rd, _ := body.Reader(model)
+		return io.NopCloser(rd), nil
+	}
+	req.Header = upstreamHeader(r.Header, key)
+	if req.Header.Get("Content-Type") == "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+
+	resp, err := st.transport.RoundTrip(req)
+	if err != nil {
+		return fail(err)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode >= 400 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+		resp.Body.Close()
+		return fail(&failover.UpstreamError{
+			Status:      resp.StatusCode,
+			Body:        b,
+			ContentType: resp.Header.Get("Content-Type"),
+			RetryAfter:  failover.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()),
+		})
+	}
+
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(resp.Body)
+	c := &committed{resp: resp, br: br, cancel: cancel, model: model,
+		sse: strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")}
+	if c.sse {
+		c.pending, err = firstEvent(br)
+	} else {
+		err = firstBytes(br, resp)
+	}
+	if err != nil {
+		resp.Body.Close()
+		br.Reset(nil)
+		readers.Put(br)
+		return fail(err)
+	}
+	if !timer.Stop() && context.Cause(actx) == errFirstByte {
+		c.close()
+		return nil, &failover.TimeoutError{After: firstByte}
+	}
+	return c, nil
+}
+
+// firstBytes waits for the first byte of a plain response and refuses what
+// is not the API (an HTML page from a wrong base_url or a broken miner).
+func firstBytes(br *bufio.Reader, resp *http.Response) error {
+	if _, err := br.Peek(1); err != nil {
+		if err == io.EOF {
+			if resp.StatusCode == http.StatusOK && resp.Request.Method == http.MethodPost {
+				return &failover.NotAPIError{Status: resp.StatusCode, ContentType: resp.Header.Get("Content-Type"), Sample: "an empty body"}
+			}
+			return nil // an empty body is a complete answer
+		}
+		return fmt.Errorf("reading the first byte: %w", err)
+	}
+	head, _ := br.Peek(min(br.Buffered(), 512))
+	head = bytes.TrimLeft(head, " \t\r\n")
+	ct := resp.Header.Get("Content-Type")
+	if strings.HasPrefix(ct, "text/html") || (len(head) > 0 && head[0] == '<') {
+		return &failover.NotAPIError{Status: resp.StatusCode, ContentType: ct, Sample: string(head[:min(len(head), 80)])}
+	}
+	return nil
+}
+
+// relay copies a committed response to the client.
+func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *state, info *reqInfo, c *committed) {
+	h := w.Header()
+	copyHeader(h, c.resp.Header)
+	h.Set("X-Chutes-Proxy-Model", c.model)
+	h.Set("X-Chutes-Proxy-Attempts", strconv.Itoa(info.attempts))
+	if c.sse {
+		h.Del("Content-Length")
+		h.Set("Cache-Control", "no-cache")
+		h.Set("X-Accel-Buffering", "no")
+	}
+	w.WriteHeader(c.resp.StatusCode)
+
+	idle := st.cfg.Upstream.IdleTimeout.D()
+	timer := time.AfterFunc(idle, func() { c.cancel(errIdle) })
+	defer timer.Stop()
+	rc := http.NewResponseController(w)
+
+	var err error
+	if c.sse {
+		err = relaySSE(w, rc, c, func() { timer.Reset(idle) })
+	} else {
+		err = relayPlain(w, c, func() { timer.Reset(idle) })
+	}
+	if err == nil || errors.Is(err, errClientWrite) {
+		return
+	}
+	// The upstream broke after the commit: the client has part of a reply.
+	reason := err.Error()
+	if context.Cause(c.resp.Request.Context()) == errIdle {
+		reason = "no data from the upstream for " + idle.String() + " (idle_timeout)"
+	} else if context.Cause(c.resp.Request.Context()) == context.DeadlineExceeded {
+		reason = "request_timeout reached"
+	}
+	s.log.LogAttrs(r.Context(), slog.LevelWarn, "stream interrupted",
+		slog.String("request_id", info.id), slog.String("model", c.model), slog.String("reason", reason))
+	info.errCode = diagnose.CodeStreamInterrupted
+	if c.sse {
+		e := diagnose.StreamInterrupted(c.model, reason)
+		_, _ = w.Write([]byte("data: "))
+		_, _ = w.Write(e.JSON())
+		_, _ = w.Write([]byte("\n\n"))
+		_ = rc.Flush()
+	}
+	// Close the connection so the client cannot take a cut reply for a
+	// whole one.
+	panic(http.ErrAbortHandler)
+}
+
+// errClientWrite marks a failed write to the client: it went away, and
+// there is nobody left to tell.
+var errClientWrite = errors.New("writing to the client")
+
+// relayPlain copies a non-stream body as it arrives; it is never held whole.
+func relayPlain(w io.Writer, c *committed, touch func()) error {
+	for {
+		b, err := c.br.Peek(1)
+		if len(b) > 0 {
+			n := c.br.Buffered()
+			chunk, _ := c.br.Peek(n)
+			if _, werr := w.Write(chunk); werr != nil {
+				return fmt.Errorf("%w: %w", errClientWrite, werr)
+			}
+			_, _ = c.br.Discard(n)
+			touch()
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}

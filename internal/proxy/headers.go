@@ -1,0 +1,88 @@
+package proxy
+
+import (
+	"net/http"
+	"strings"
+)
+
+// hopHeaders are meaningful for one connection only (RFC 9110 7.6.1) and
+// are never forwarded in either direction.
+var hopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+// upstreamDrop are request headers the upstream must not see: ours to
+// replace (Authorization, Accept-Encoding, Host), or the browser's and the
+// user's own business (cookies, origin).
+var upstreamDrop = []string{
+	"Authorization", "Accept-Encoding", "Host", "Content-Length", "Cookie",
+	"Origin", "Referer", "X-Api-Key",
+}
+
+// copyHeader copies h into dst without hop-by-hop headers, nor the headers
+// named in Connection.
+func copyHeader(dst, src http.Header) {
+	var named []string
+	for _, v := range src["Connection"] {
+		for _, f := range strings.Split(v, ",") {
+			if f = strings.TrimSpace(f); f != "" {
+				named = append(named, http.CanonicalHeaderKey(f))
+			}
+		}
+	}
+next:
+	for k, vv := range src {
+		for _, h := range hopHeaders {
+			if k == h {
+				continue next
+			}
+		}
+		for _, h := range named {
+			if k == h {
+				continue next
+			}
+		}
+		dst[k] = vv
+	}
+}
+
+// upstreamHeader builds the headers of an upstream request from the
+// client's.
+func upstreamHeader(client http.Header, key string) http.Header {
+	h := make(http.Header, len(client)+2)
+	copyHeader(h, client)
+	for _, k := range upstreamDrop {
+		delete(h, k)
+	}
+	for k := range h {
+		if strings.HasPrefix(k, "Sec-") {
+			delete(h, k)
+		}
+	}
+	if key != "" {
+		h["Authorization"] = []string{"Bearer " + key}
+	}
+	h["Accept-Encoding"] = []string{"identity"}
+	return h
+}
+
+// bearer returns the client's bearer token, trimmed. SillyTavern sends
+// "Bearer ", "Bearer undefined" or "Bearer null" when its key field is
+// empty: those are no key.
+func bearer(r *http.Request) string {
+	v := r.Header.Get("Authorization")
+	if v == "" {
+		v = r.Header.Get("X-Api-Key")
+	} else if len(v) >= 7 && strings.EqualFold(v[:7], "bearer ") {
+		v = v[7:]
+	} else if strings.EqualFold(strings.TrimSpace(v), "bearer") {
+		v = ""
+	}
+	v = strings.Trim(strings.TrimSpace(v), `"'`)
+	switch v {
+	case "undefined", "null", "None", "none":
+		return ""
+	}
+	return v
+}

@@ -1,0 +1,401 @@
+// Package proxy is chutes-proxy's HTTP side: it reads a client's request
+// once, hands the walk along the fallback chain to failover, makes each
+// upstream attempt, and copies the committed response to the client, flushed
+// per SSE event.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/chutes-proxy/chutes-proxy/internal/catalog"
+	"github.com/chutes-proxy/chutes-proxy/internal/config"
+	"github.com/chutes-proxy/chutes-proxy/internal/failover"
+)
+
+// Options are what a Server is built from. Only Config is required.
+type Options struct {
+	Config *config.Config
+	// Router walks chains; nil builds one from Config.
+	Router *failover.Router
+	// Catalog is the upstream's model list; nil builds an empty one that
+	// the proxy fills on demand.
+	Catalog *catalog.Catalog
+	// Logger; nil discards.
+	Logger *slog.Logger
+	// Pages serves "/", "/status" and "/metrics"; nil answers 404 there.
+	Pages http.Handler
+	// Gate, when set, is asked before each upstream request of a chat,
+	// completion or embedding (the daily quota); a non-nil error is written
+	// as the response.
+	Gate func(ctx context.Context) error
+}
+
+// Server is the proxy's http.Handler.
+type Server struct {
+	state   atomic.Pointer[state]
+	router  *failover.Router
+	catalog *catalog.Catalog
+	log     *slog.Logger
+	pages   http.Handler
+	gate    func(ctx context.Context) error
+}
+
+// state is everything derived from one config load.
+type state struct {
+	cfg       *config.Config
+	base      string // base_url without a trailing slash
+	transport *http.Transport
+	client    *http.Client
+	loopback  bool
+	hosts     map[string]bool
+	origins   map[string]bool
+	maxBody   int64
+}
+
+// New builds a Server.
+func New(o Options) *Server {
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{log: log, router: o.Router, catalog: o.Catalog, pages: o.Pages, gate: o.Gate}
+	if s.router == nil {
+		s.router = failover.New(o.Config, log, nil)
+	}
+	if s.catalog == nil {
+		s.catalog = catalog.New()
+	}
+	s.Reload(o.Config)
+	return s
+}
+
+// Router returns the server's router.
+func (s *Server) Router() *failover.Router { return s.router }
+
+// Catalog returns the server's model list.
+func (s *Server) Catalog() *catalog.Catalog { return s.catalog }
+
+// Config returns the config in force.
+func (s *Server) Config() *config.Config { return s.state.Load().cfg }
+
+// Client returns an HTTP client over the upstream transport, for probes.
+func (s *Server) Client() *http.Client { return s.state.Load().client }
+
+// Reload swaps in cfg for new requests; requests in flight finish on the
+// config they started with. The upstream transport is kept unless its
+// settings changed.
+func (s *Server) Reload(cfg *config.Config) {
+	old := s.state.Load()
+	st := &state{
+		cfg:      cfg,
+		base:     strings.TrimRight(cfg.Upstream.BaseURL, "/"),
+		loopback: config.IsLoopback(cfg.Listen),
+		hosts:    map[string]bool{},
+		origins:  map[string]bool{},
+		maxBody:  int64(cfg.MaxBodyMB) << 20,
+	}
+	for _, h := range cfg.AllowedHosts {
+		st.hosts[strings.ToLower(h)] = true
+	}
+	for _, o := range cfg.Compat.CORSOrigins {
+		st.origins[strings.TrimRight(strings.ToLower(o), "/")] = true
+	}
+	if old != nil && old.cfg.Upstream.ConnectTimeout == cfg.Upstream.ConnectTimeout &&
+		old.cfg.Upstream.Resolver == cfg.Upstream.Resolver {
+		st.transport, st.client = old.transport, old.client
+	} else {
+		st.transport = NewTransport(cfg.Upstream)
+		st.client = &http.Client{Transport: st.transport, Timeout: 30 * time.Second}
+		if old != nil {
+			defer old.transport.CloseIdleConnections()
+		}
+	}
+	if old != nil {
+		s.router.Update(cfg)
+	}
+	s.state.Store(st)
+}
+
+// Close releases idle upstream connections.
+func (s *Server) Close() { s.state.Load().transport.CloseIdleConnections() }
+
+// endpoint kinds
+const (
+	epChat = iota + 1
+	epCompletions
+	epEmbeddings
+	epModels
+	epOther
+)
+
+// route maps a request path to an endpoint and the upstream path below
+// base_url. The /v1 prefix is optional (some clients drop it), and a full
+// endpoint pasted as a base URL ("/v1/chat/completions/chat/completions")
+// counts as the endpoint it ends with.
+func route(path string) (ep int, upstreamPath string) {
+	p := strings.TrimRight(path, "/")
+	switch {
+	case strings.HasSuffix(p, "/chat/completions"):
+		return epChat, "/chat/completions"
+	case strings.HasSuffix(p, "/completions"):
+		return epCompletions, "/completions"
+	case strings.HasSuffix(p, "/embeddings"):
+		return epEmbeddings, "/embeddings"
+	case strings.HasSuffix(p, "/models") && (p == "/models" || strings.HasPrefix(p, "/v1/")):
+		return epModels, "/models"
+	case strings.HasPrefix(p, "/v1/"):
+		return epOther, p[3:]
+	}
+	return 0, ""
+}
+
+// ServeHTTP routes every request. It sets X-Request-Id, answers CORS and
+// the DNS-rebinding guard, then dispatches.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	st := s.state.Load()
+	rid := requestID(r)
+	rec := &recorder{ResponseWriter: w}
+	rec.Header().Set("X-Request-Id", rid)
+	start := time.Now()
+	info := &reqInfo{id: rid}
+	defer func() {
+		s.logRequest(r, rec, info, time.Since(start))
+	}()
+
+	if st.loopback && !s.hostAllowed(st, r.Host) {
+		s.writeError(rec, r, st, info, hostNotAllowed(r.Host))
+		return
+	}
+	if origin := r.Header.Get("Origin"); origin != "" && st.origins[strings.ToLower(origin)] {
+		h := rec.Header()
+		h.Set("Access-Control-Allow-Origin", origin)
+		h.Add("Vary", "Origin")
+		h.Set("Access-Control-Expose-Headers", "X-Request-Id, X-Chutes-Proxy-Model, X-Chutes-Proxy-Attempts, Retry-After")
+		if r.Method == http.MethodOptions {
+			h.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+			if req := r.Header.Get("Access-Control-Request-Headers"); req != "" {
+				h.Set("Access-Control-Allow-Headers", req)
+			} else {
+				h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Accept, OpenAI-Organization, OpenAI-Project, X-Stainless-Lang, X-Stainless-Package-Version, X-Stainless-OS, X-Stainless-Arch, X-Stainless-Runtime, X-Stainless-Runtime-Version, X-Stainless-Retry-Count, X-Stainless-Timeout")
+			}
+			h.Set("Access-Control-Max-Age", "600")
+			if r.Header.Get("Access-Control-Request-Private-Network") == "true" {
+				h.Set("Access-Control-Allow-Private-Network", "true")
+			}
+			rec.WriteHeader(http.StatusNoContent)
+			return
+		}
+	}
+	if r.Method == http.MethodOptions {
+		rec.WriteHeader(http.StatusNoContent)
+		return
+	}
+
+	switch r.URL.Path {
+	case "/healthz":
+		rec.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = rec.Write([]byte("ok\n"))
+		return
+	case "/", "/status", "/metrics":
+		if s.pages != nil {
+			s.pages.ServeHTTP(rec, r)
+			return
+		}
+	}
+
+	ep, upath := route(r.URL.Path)
+	if ep == 0 {
+		s.writeError(rec, r, st, info, notFound(r.URL.Path))
+		return
+	}
+	if !s.proxyKeyOK(st, r) {
+		s.writeError(rec, r, st, info, invalidProxyKey())
+		return
+	}
+	switch ep {
+	case epChat, epCompletions, epEmbeddings:
+		if r.Method != http.MethodPost {
+			s.writeError(rec, r, st, info, methodNotAllowed(r.Method, "POST"))
+			return
+		}
+		info.endpoint = ep
+		s.forward(rec, r, st, info, upath)
+	case epModels:
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			s.writeError(rec, r, st, info, methodNotAllowed(r.Method, "GET"))
+			return
+		}
+		s.models(rec, r, st, info)
+	default:
+		s.passthrough(rec, r, st, info, upath)
+	}
+}
+
+// hostAllowed is the DNS-rebinding guard: a page on another site that gets
+// its name to resolve to 127.0.0.1 still sends its own name as Host.
+func (s *Server) hostAllowed(st *state, hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.ToLower(strings.Trim(host, "[]"))
+	if host == "" || host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return true
+	}
+	return st.hosts[host]
+}
+
+func (s *Server) proxyKeyOK(st *state, r *http.Request) bool {
+	want := st.cfg.ProxyKey.Reveal()
+	if want == "" {
+		return true
+	}
+	return constantTimeEqual(bearer(r), want)
+}
+
+// reqInfo is what the log line of a request says besides status and size.
+type reqInfo struct {
+	id       string
+	endpoint int
+	model    string // requested
+	served   string
+	attempts int
+	errCode  string
+	stream   bool
+}
+
+func (s *Server) logRequest(r *http.Request, rec *recorder, info *reqInfo, d time.Duration) {
+	status := rec.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	attrs := []slog.Attr{
+		slog.String("request_id", info.id),
+		slog.String("method", r.Method),
+		slog.String("path", r.URL.Path),
+		slog.Int("status", status),
+		slog.Int64("latency_ms", d.Milliseconds()),
+		slog.Int64("bytes", rec.bytes),
+	}
+	if info.model != "" {
+		attrs = append(attrs, slog.String("model", info.model), slog.String("served_by", info.served),
+			slog.Int("attempts", info.attempts), slog.Bool("stream", info.stream))
+	}
+	if info.errCode != "" {
+		attrs = append(attrs, slog.String("error", info.errCode))
+	}
+	level := slog.LevelInfo
+	if r.URL.Path == "/healthz" || r.URL.Path == "/status" || r.URL.Path == "/metrics" {
+		level = slog.LevelDebug
+	}
+	s.log.LogAttrs(r.Context(), level, "request", attrs...)
+}
+
+// requestID keeps a sane client-sent X-Request-Id, else makes one.
+func requestID(r *http.Request) string {
+	if v := r.Header.Get("X-Request-Id"); v != "" && len(v) <= 64 && safeID(v) {
+		return v
+	}
+	var b [16]byte
+	return string(strconv.AppendUint(b[:0], rand.Uint64()|1<<63, 16))
+}
+
+func safeID(v string) bool {
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// recorder notes the status and size of a response. It implements Unwrap so
+// that http.ResponseController reaches the real writer's Flush.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	n, err := r.ResponseWriter.Write(b)
+	r.bytes += int64(n)
+	return n, err
+}
+
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// Flush lets code that type-asserts http.Flusher flush too.
+func (r *recorder) Flush() { _ = http.NewResponseController(r.ResponseWriter).Flush() }
+
+// HTTPServer wraps h in an http.Server with time-outs that protect against
+// slow clients without cutting long streams: headers must arrive within
+// 10 s, a body within a minute; there is no WriteTimeout because a reasoning
+// model can stream for many minutes.
+func HTTPServer(addr string, h http.Handler, log *slog.Logger) *http.Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       2 * time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelWarn),
+	}
+}
+
+// Serve runs srv on ln until ctx is done, then stops accepting and lets
+// in-flight requests and streams finish for up to drain.
+func Serve(ctx context.Context, srv *http.Server, ln net.Listener, drain time.Duration) error {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), drain)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	<-errc
+	if errors.Is(err, context.DeadlineExceeded) {
+		_ = srv.Close()
+		return errors.New("drain time-out: some requests were cut")
+	}
+	return err
+}
+
+// upstreamURL joins base_url, the endpoint path and the client's query.
+func upstreamURL(base, path string, u *url.URL) string {
+	if u.RawQuery == "" {
+		return base + path
+	}
+	return base + path + "?" + u.RawQuery
+}
