@@ -88,7 +88,6 @@ func modelEntry(id, aliasFor string, created int64) json.RawMessage {
 	return b
 }
 
-
 // passthrough forwards any other /v1 path as is, with no failover: the
 // body streams through unread.
 func (s *Server) passthrough(w http.ResponseWriter, r *http.Request, st *state, info *reqInfo, path string) {
