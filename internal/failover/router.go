@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,6 +28,7 @@ const (
 	KindCooling     = "cooling"
 	KindLocalLimit  = "local_limit"
 	KindCanceled    = "canceled"
+	KindContext     = "context_too_small"
 )
 
 // Attempt is one model's part in a request: an upstream attempt, or a skip
@@ -91,6 +93,9 @@ type Router struct {
 	log   *slog.Logger
 	obs   Observer
 	now   func() time.Time
+	// contextLength returns a model's context window in tokens, 0 when
+	// unknown; nil means never known.
+	contextLength func(id string) int
 
 	mu     sync.RWMutex
 	models map[string]*Model
@@ -214,15 +219,29 @@ func (r *Router) Models() []*Model {
 	return out
 }
 
+// Request is what the walk needs to know of a client's request.
+type Request struct {
+	// Model is the client's model name: an id or an alias.
+	Model string
+	// PromptTokens is a cheap estimate of the prompt's size (0 = unknown);
+	// a fallback whose context window is smaller is skipped.
+	PromptTokens int
+}
+
+// EstimateTokens guesses a prompt's token count from its body size, erring
+// low (4 bytes a token, less the JSON around the text) so that a model is
+// tried rather than skipped when in doubt.
+func EstimateTokens(bodyBytes int) int { return bodyBytes / 4 }
+
 // Do walks the chain of the requested model. try is called at most
 // max_attempts times; it returns nil when a model is committed. The returned
 // error is nil on success, ErrExhausted when the chain ran out, or the
 // failure that must go back to the client as is (Classify's Return), or the
 // context's error when the client went away.
-func (r *Router) Do(ctx context.Context, requested string, try TryFunc) (Result, error) {
+func (r *Router) Do(ctx context.Context, req Request, try TryFunc) (Result, error) {
 	t := r.table.Load()
-	chain := r.Resolve(requested)
-	res := Result{Requested: requested, Attempts: make([]Attempt, 0, len(chain))}
+	chain := r.Resolve(req.Model)
+	res := Result{Requested: req.Model, Attempts: make([]Attempt, 0, len(chain))}
 	maxAttempts := t.cfg.Failover.MaxAttempts
 	made := 0
 	for _, id := range chain {
@@ -233,6 +252,10 @@ func (r *Router) Do(ctx context.Context, requested string, try TryFunc) (Result,
 			return res, err
 		}
 		m := r.Model(id)
+		if skip, ok := r.fits(id, req.PromptTokens); !ok && len(chain) > 1 {
+			res.Attempts = append(res.Attempts, skip)
+			continue
+		}
 		if skip, ok := m.check(r.now()); !ok {
 			res.Attempts = append(res.Attempts, skip)
 			continue
@@ -298,6 +321,31 @@ func (r *Router) Do(ctx context.Context, requested string, try TryFunc) (Result,
 			slog.String("model", id), slog.Int("status", a.Status), slog.String("reason", a.Reason))
 	}
 	return res, ErrExhausted
+}
+
+// SetContextLengths tells the router where context windows are known (the
+// upstream's model list). Call it before serving.
+func (r *Router) SetContextLengths(f func(id string) int) { r.contextLength = f }
+
+// fits skips a model whose context window is known to be smaller than the
+// prompt, so that a long roleplay does not land on a model that rejects it.
+func (r *Router) fits(id string, tokens int) (Attempt, bool) {
+	if tokens <= 0 || r.contextLength == nil {
+		return Attempt{}, true
+	}
+	n := r.contextLength(id)
+	if n <= 0 || tokens <= n {
+		return Attempt{}, true
+	}
+	return Attempt{Model: id, Kind: KindContext,
+		Reason: "context " + kTokens(n) + " < ~" + kTokens(tokens) + " tokens"}, false
+}
+
+func kTokens(n int) string {
+	if n >= 1000 {
+		return strconv.Itoa(n/1000) + "k"
+	}
+	return strconv.Itoa(n)
 }
 
 func (r *Router) observe(id string, a Attempt, d time.Duration) {

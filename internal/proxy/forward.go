@@ -93,7 +93,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, st *state, info
 		c, err = s.attempt(ctx, st, r, upstreamURL(st.base, path, r.URL), body, model, key)
 		return err
 	}
-	res, err := s.router.Do(ctx, body.Model, try)
+	res, err := s.router.Do(ctx, failover.Request{Model: body.Model, PromptTokens: failover.EstimateTokens(len(raw))}, try)
 	info.attempts = res.UpstreamAttempts()
 	info.served = res.Model
 	if err != nil {

@@ -75,6 +75,10 @@ func New(o Options) *Server {
 	if s.catalog == nil {
 		s.catalog = catalog.New()
 	}
+	s.router.SetContextLengths(func(id string) int {
+		e, _ := s.catalog.Lookup(id)
+		return e.ContextLength
+	})
 	s.Reload(o.Config)
 	return s
 }
