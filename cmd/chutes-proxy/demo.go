@@ -4,9 +4,173 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/chutes-proxy/chutes-proxy/internal/config"
+	"github.com/chutes-proxy/chutes-proxy/internal/simulator"
 )
 
-func runDemo(_ context.Context, _ []string, _, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "chutes-proxy demo: not built yet")
-	return 1
+// defaultDemoListen is the proxy's usual address, so that an app already
+// pointed at the proxy talks to the demo.
+const defaultDemoListen = "127.0.0.1:8787"
+
+// demoKey is the Chutes key the demo's proxy sends to the simulator, which
+// takes any key starting with cpk_. Clients need none.
+const demoKey = "cpk_demo_not_a_real_key"
+
+// demoChain is the "auto" alias's chain: down, flaky, healthy.
+var demoChain = []string{
+	"deepseek-ai/DeepSeek-R1",
+	"Qwen/Qwen2.5-72B-Instruct",
+	"chutesai/Mistral-Small-3.1-24B-Instruct-2503",
+}
+
+// demoConfigTOML is the demo proxy's config; %q are the listen address and
+// the simulator's base URL. It is written to a file rather than built in
+// memory so that a reload (SIGHUP, or the user editing it to play) reads
+// the demo's config again instead of the defaults, which point at the real
+// Chutes.
+const demoConfigTOML = `# chutes-proxy demo: the proxy in front of the built-in simulated Chutes.
+# Edit and save: the running demo reloads it (try reordering the fallbacks).
+listen = %q
+
+[upstream]
+base_url = %q
+api_key = %q
+first_byte_timeout = "5s"
+account_url = ""                # offline: no account API
+
+[breaker]
+failures = 3
+cooldown = "30s"
+
+[[models]]
+id = %q
+aliases = ["auto", "r1"]
+fallbacks = [%q, %q]
+
+[[models]]
+id = "deepseek-ai/DeepSeek-V3"  # healthy, streams reasoning_content before content
+aliases = ["v3"]
+`
+
+func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("demo", "Run a simulated Chutes (offline, no key needed) and the proxy in front of it, with a chain\nwhose first model is down and second flaky, and print curl lines that show failover. Ctrl-C stops both.", stdout, stderr)
+	listen := fs.String("listen", defaultDemoListen, "address the proxy listens on")
+	if code, done := parse(fs, args); done {
+		return code
+	}
+
+	// Say plainly when the port is taken, before starting anything. serve
+	// listens again right after; losing that race is reported by serve.
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		fmt.Fprintf(stderr, "chutes-proxy demo: cannot listen on %s: %v\n", *listen, err)
+		fmt.Fprintln(stderr, "Is chutes-proxy (or its demo) already running? Stop it, or run the demo on another port:")
+		fmt.Fprintln(stderr, "  chutes-proxy demo --listen 127.0.0.1:8790")
+		return 1
+	}
+	ln.Close()
+
+	sc := simulator.DefaultScenario()
+	sim := simulator.New(sc)
+	simLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(stderr, "chutes-proxy demo: cannot start the simulator:", err)
+		return 1
+	}
+	simCtx, stopSim := context.WithCancel(context.WithoutCancel(ctx))
+	simDone := make(chan error, 1)
+	go func() { simDone <- serveSimulator(simCtx, sim, simLn) }()
+	// The simulator stops after the proxy has drained, since the proxy's
+	// requests in flight need it.
+	defer func() {
+		stopSim()
+		<-simDone
+	}()
+	simBase := "http://" + simLn.Addr().String() + "/v1"
+
+	dir, err := os.MkdirTemp("", "chutes-proxy-demo-")
+	if err != nil {
+		fmt.Fprintln(stderr, "chutes-proxy demo:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	file := filepath.Join(dir, "proxy.toml")
+	text := fmt.Sprintf(demoConfigTOML, *listen, simBase, demoKey, demoChain[0], demoChain[1], demoChain[2])
+	if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
+		fmt.Fprintln(stderr, "chutes-proxy demo:", err)
+		return 1
+	}
+	// No environment: a real CHUTES_API_KEY or CHUTES_PROXY_UPSTREAM must
+	// not send the demo's traffic to the real Chutes.
+	opts := config.Options{File: file, Listen: *listen, Getenv: func(string) string { return "" }}
+	cfg, err := config.Load(opts)
+	if err != nil {
+		fmt.Fprintln(stderr, "chutes-proxy demo: the demo's config is invalid (a bug, please report it):")
+		printConfigError(stderr, err)
+		return 1
+	}
+
+	log := newLogger(stderr)
+	ready := func(addr string) {
+		printDemoBanner(stdout, sc, addr, simBase, file, cfg)
+	}
+	return serve(ctx, cfg, opts, log, stdout, ready)
+}
+
+// printDemoBanner says what runs where and how to see a failover.
+func printDemoBanner(w io.Writer, sc simulator.Scenario, addr, simBase, file string, cfg *config.Config) {
+	proxyURL := "http://" + addr
+	fmt.Fprintln(w, "chutes-proxy demo: a simulated Chutes (offline, no key needed) with the proxy in front of it.")
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "  proxy        %s/v1   (OPENAI_BASE_URL for any OpenAI client; any API key)\n", proxyURL)
+	fmt.Fprintf(w, "  status page  %s/\n", proxyURL)
+	fmt.Fprintf(w, "  simulator    %s\n", simBase)
+	fmt.Fprintf(w, "  config       %s   (edit and save: the proxy reloads it)\n", file)
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, `The model "auto" is this chain, tried in order:`)
+	behaviors := map[string]simulator.Behavior{}
+	width := 0
+	for _, m := range sc.Models {
+		behaviors[m.ID] = m.Behavior
+	}
+	for _, id := range demoChain {
+		width = max(width, len(id))
+	}
+	for i, id := range demoChain {
+		fmt.Fprintf(w, "  %d. %-*s  %s\n", i+1, width, id, describeBehavior(behaviors[id]))
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Try it in another terminal. The response headers X-Chutes-Proxy-Model and")
+	fmt.Fprintln(w, "X-Chutes-Proxy-Attempts name the model that served and the upstream attempts it took:")
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "  %s\n\n", demoCurl(addr, false))
+	fmt.Fprintf(w, "  %s\n\n", demoCurl(addr, true))
+	fmt.Fprintf(w, "After %d failures in a row DeepSeek-R1's circuit breaker opens: for %s requests skip it\n",
+		cfg.LimitsFor(demoChain[0]).Failures, cfg.LimitsFor(demoChain[0]).Cooldown)
+	fmt.Fprintln(w, "without trying it (Attempts drops to 1, the status page shows it open).")
+	fmt.Fprintln(w, "Ctrl-C stops the demo.")
+	fmt.Fprintln(w)
+}
+
+// demoCurl is a curl command line that asks the demo's "auto" chain a
+// question and prints the response headers; stream adds -N and
+// "stream":true.
+func demoCurl(addr string, stream bool) string {
+	var b strings.Builder
+	b.WriteString("curl -sS ")
+	if stream {
+		b.WriteString("-N ")
+	}
+	b.WriteString("-D - http://" + addr + "/v1/chat/completions -H 'Content-Type: application/json' -d '")
+	b.WriteString(`{"model":"auto",`)
+	if stream {
+		b.WriteString(`"stream":true,`)
+	}
+	b.WriteString(`"messages":[{"role":"user","content":"Hello!"}]}'`)
+	return b.String()
 }
