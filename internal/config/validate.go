@@ -1,0 +1,719 @@
+package config
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"net"
+	"net/url"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode"
+)
+
+// Problem is one thing wrong with the configuration, located precisely
+// enough to fix without reading any code.
+type Problem struct {
+	// File is where the bad value came from: the file's path,
+	// "(embedded proxy.toml)", or "env CHUTES_API_KEY" / "flag --listen" when
+	// that set it.
+	File string
+	// Key is the TOML path, such as "upstream.connect_timeout" or
+	// "models[2].aliases" ([[models]] tables count from 0). A TOML syntax
+	// error has "LINE:COLUMN" (or "LINE" for a key defined twice) instead,
+	// as there is no key yet; "" means the whole file.
+	Key string
+	// Msg says what is wrong and, where it can, how to fix it.
+	Msg string
+}
+
+// Error returns "FILE:KEY: problem".
+func (p Problem) Error() string {
+	if p.Key == "" {
+		return p.File + ": " + p.Msg
+	}
+	return p.File + ":" + p.Key + ": " + p.Msg
+}
+
+// Problems is every problem found in one Load, in the order of the keys in
+// proxy.toml (then by key), so that the same file always gives the same
+// lines.
+type Problems []Problem
+
+// Error returns one "FILE:KEY: problem" line per problem.
+func (ps Problems) Error() string {
+	lines := make([]string, len(ps))
+	for i, p := range ps {
+		lines[i] = p.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// merge joins the shape and decode problems (found) with the validation
+// problems (checked), drops a validation problem about a key that already
+// failed to decode (its zero value would only repeat the complaint), removes
+// duplicates, and sorts.
+func merge(found, checked Problems) Problems {
+	all := slices.Clone(found)
+	for _, c := range checked {
+		if !slices.ContainsFunc(found, func(f Problem) bool { return related(f.Key, c.Key) }) {
+			all = append(all, c)
+		}
+	}
+	slices.SortStableFunc(all, compareProblems)
+	return slices.Compact(all)
+}
+
+// related reports whether a and b are the same key or one lies inside the
+// other.
+func related(a, b string) bool {
+	inside := func(x, y string) bool {
+		return strings.HasPrefix(x, y) && len(x) > len(y) && (x[len(y)] == '.' || x[len(y)] == '[')
+	}
+	return a == b || inside(a, b) || inside(b, a)
+}
+
+func compareProblems(a, b Problem) int {
+	return cmp.Or(slices.Compare(keyRank(a.Key), keyRank(b.Key)),
+		cmp.Compare(a.Key, b.Key), cmp.Compare(a.File, b.File), cmp.Compare(a.Msg, b.Msg))
+}
+
+// keyRank orders keys as proxy.toml does: by the position of each field in
+// Config, whose fields follow the file, and by index inside arrays. Keys
+// Config does not know sort after the known ones at their level.
+func keyRank(key string) []int {
+	const unknown = math.MaxInt32
+	var rank []int
+	t := reflect.TypeFor[Config]()
+	for _, s := range splitKey(key) {
+		for t != nil && t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		switch {
+		case s.isIndex && t != nil && t.Kind() == reflect.Slice:
+			rank = append(rank, s.index)
+			t = t.Elem()
+		case !s.isIndex && t != nil && t.Kind() == reflect.Struct:
+			i := slices.IndexFunc(koanfFields(t), func(f reflect.StructField) bool { return koanfName(f) == s.name })
+			if i < 0 {
+				rank = append(rank, unknown)
+				t = nil
+				continue
+			}
+			rank = append(rank, i)
+			t = koanfFields(t)[i].Type
+		default:
+			rank = append(rank, unknown)
+			t = nil
+		}
+	}
+	return rank
+}
+
+// withModelIDs names the [[models]] table a problem is in, by its id, since
+// counting tables is error-prone.
+func (ps Problems) withModelIDs(cfg *Config) Problems {
+	for i := range ps {
+		s := splitKey(ps[i].Key)
+		if len(s) < 2 || s[0].name != "models" || !s[1].isIndex || s[1].index >= len(cfg.Models) {
+			continue
+		}
+		id := cfg.Models[s[1].index].ID
+		if strings.TrimSpace(id) != "" && !strings.Contains(ps[i].Msg, id) {
+			ps[i].Msg += fmt.Sprintf(" (in the [[models]] table with id %q)", id)
+		}
+	}
+	return ps
+}
+
+// keySegment is one step of a TOML path: a name or an [index].
+type keySegment struct {
+	name    string
+	index   int
+	isIndex bool
+}
+
+// splitKey splits "models[2].aliases[0]" into models, 2, aliases, 0.
+func splitKey(key string) []keySegment {
+	var segs []keySegment
+	for part := range strings.SplitSeq(key, ".") {
+		name, rest, _ := strings.Cut(part, "[")
+		segs = append(segs, keySegment{name: name})
+		for rest != "" {
+			num, after, _ := strings.Cut(rest, "]")
+			n, err := strconv.Atoi(num)
+			if err != nil {
+				segs = append(segs, keySegment{name: "[" + num + "]"})
+			} else {
+				segs = append(segs, keySegment{index: n, isIndex: true})
+			}
+			rest = strings.TrimPrefix(after, "[")
+		}
+	}
+	return segs
+}
+
+// koanfFields returns t's fields that have a TOML key, in declaration order.
+func koanfFields(t reflect.Type) []reflect.StructField {
+	var fs []reflect.StructField
+	for i := range t.NumField() {
+		if f := t.Field(i); koanfName(f) != "" {
+			fs = append(fs, f)
+		}
+	}
+	return fs
+}
+
+func koanfName(f reflect.StructField) string {
+	name, _, _ := strings.Cut(f.Tag.Get("koanf"), ",")
+	if name == "-" {
+		return ""
+	}
+	return name
+}
+
+// checkKeys walks a parsed file against Config and reports every key Config
+// does not have, with the key it most likely meant, and every table that is
+// not a table. Done here rather than by mapstructure's ErrorUnused so that
+// the key is named by its full path and the file it is in.
+func checkKeys(file string, m map[string]any) Problems {
+	var ps Problems
+	walkKeys(file, "", m, reflect.TypeFor[Config](), &ps)
+	return ps
+}
+
+func walkKeys(file, prefix string, m map[string]any, t reflect.Type, ps *Problems) {
+	fields := koanfFields(t)
+	for _, key := range sortedKeys(m) {
+		path := joinKey(prefix, key)
+		i := slices.IndexFunc(fields, func(f reflect.StructField) bool { return koanfName(f) == key })
+		if i < 0 {
+			msg := unknownKey(prefix, key, t)
+			if _, isTable := m[key].(map[string]any); isTable {
+				msg = strings.Replace(msg, "unknown key", "unknown table", 1)
+			}
+			*ps = append(*ps, Problem{File: file, Key: path, Msg: msg})
+			continue
+		}
+		ft := fields[i].Type
+		switch {
+		case ft.Kind() == reflect.Struct:
+			sub, ok := m[key].(map[string]any)
+			if !ok {
+				*ps = append(*ps, Problem{File: file, Key: path, Msg: mismatch(ft, key, m[key])})
+				continue
+			}
+			walkKeys(file, path, sub, ft, ps)
+		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
+			arr, ok := m[key].([]any)
+			if !ok {
+				*ps = append(*ps, Problem{File: file, Key: path, Msg: mismatch(ft, key, m[key])})
+				continue
+			}
+			for j, el := range arr {
+				elPath := fmt.Sprintf("%s[%d]", path, j)
+				sub, ok := el.(map[string]any)
+				if !ok {
+					*ps = append(*ps, Problem{File: file, Key: elPath, Msg: mismatch(ft.Elem(), "", el)})
+					continue
+				}
+				walkKeys(file, elPath, sub, ft.Elem(), ps)
+			}
+		}
+	}
+}
+
+func sortedKeys(m map[string]any) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func joinKey(prefix, key string) string {
+	if prefix == "" {
+		return key
+	}
+	return prefix + "." + key
+}
+
+// unknownKey explains an unknown key. The commonest cause is not a typo but
+// TOML's rule that every key after a [table] header belongs to that table,
+// so it first looks for the key elsewhere in Config.
+func unknownKey(prefix, key string, t reflect.Type) string {
+	var elsewhere []string
+	collectPaths("", reflect.TypeFor[Config](), func(path string) {
+		if path != joinKey(prefix, key) && (path == key || strings.HasSuffix(path, "."+key)) {
+			elsewhere = append(elsewhere, path)
+		}
+	})
+	if len(elsewhere) > 0 {
+		// Prefer a plain key over one inside [[models]], which has copies of
+		// the [breaker] and [rate_limit] keys.
+		slices.SortStableFunc(elsewhere, func(a, b string) int {
+			return cmp.Compare(strings.Count(a, "[]"), strings.Count(b, "[]"))
+		})
+		to := elsewhere[0]
+		switch {
+		case prefix != "" && to == key:
+			return fmt.Sprintf("unknown key; %s is a top-level key: keys below a [table] header belong to that table, so move it above the first [table]", key)
+		case strings.HasPrefix(to, "models[]."):
+			return fmt.Sprintf("unknown key; %s belongs in a [[models]] table, after id = \"org/model\"", key)
+		default:
+			table, _, _ := strings.Cut(to, ".")
+			return fmt.Sprintf("unknown key; did you mean %s (under [%s])?", to, table)
+		}
+	}
+	var here []string
+	for _, f := range koanfFields(t) {
+		here = append(here, koanfName(f))
+	}
+	if s := closest(key, here); s != "" {
+		return fmt.Sprintf("unknown key; did you mean %q?", s)
+	}
+	where := "at the top level"
+	if prefix != "" {
+		where = "here"
+	}
+	return fmt.Sprintf("unknown key; the keys %s are %s", where, strings.Join(here, ", "))
+}
+
+// collectPaths calls fn with every key path in t; slices of tables appear
+// as "name[]".
+func collectPaths(prefix string, t reflect.Type, fn func(string)) {
+	for _, f := range koanfFields(t) {
+		path := joinKey(prefix, koanfName(f))
+		ft := f.Type
+		switch {
+		case ft.Kind() == reflect.Struct:
+			collectPaths(path, ft, fn)
+		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
+			collectPaths(path+"[]", ft.Elem(), fn)
+		default:
+			fn(path)
+		}
+	}
+}
+
+// closest returns the candidate nearest to s by edit distance, or "" if
+// none is near enough to be a likely typo.
+func closest(s string, candidates []string) string {
+	if len(s) > 64 {
+		return "" // not a typo of anything we have, and costly to compare
+	}
+	best, bestD := "", 0
+	for _, c := range candidates {
+		if len(c) > 64 {
+			continue
+		}
+		d := editDistance(strings.ToLower(s), strings.ToLower(c))
+		if limit := max(2, len(c)/3); d <= limit && (best == "" || d < bestD) {
+			best, bestD = c, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	ra, rb := []rune(a), []rune(b)
+	prev := make([]int, len(rb)+1)
+	cur := make([]int, len(rb)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(ra); i++ {
+		cur[0] = i
+		for j := 1; j <= len(rb); j++ {
+			cost := 1
+			if ra[i-1] == rb[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(rb)]
+}
+
+// checker collects the problems validate finds.
+type checker struct {
+	from  func(key string) string
+	probs Problems
+}
+
+func (c *checker) add(key, format string, args ...any) {
+	c.probs = append(c.probs, Problem{File: c.from(key), Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (c *checker) notNegative(key string, n int) {
+	if n < 0 {
+		c.add(key, "must not be negative; got %d", n)
+	}
+}
+
+func (c *checker) atLeastOne(key string, n int) {
+	if n < 1 {
+		c.add(key, "must be at least 1; got %d", n)
+	}
+}
+
+func (c *checker) duration(key string, d Duration) {
+	if d < 0 {
+		c.add(key, "must not be negative; got %s", d.D())
+	}
+}
+
+// rate checks a requests_per_minute; it reports whether the value is
+// usable.
+func (c *checker) rate(key string, r float64) bool {
+	switch {
+	case math.IsNaN(r) || math.IsInf(r, 0):
+		c.add(key, "must be a finite number; got %v", r)
+	case r < 0:
+		c.add(key, "must not be negative (0 means unlimited); got %v", r)
+	default:
+		return true
+	}
+	return false
+}
+
+// validate checks what decoding cannot: ranges, addresses, URLs, and how
+// the [[models]] tables refer to each other. It reports every problem, not
+// the first.
+func validate(cfg *Config, from func(string) string) Problems {
+	c := &checker{from: from}
+
+	if msg := hostPort(cfg.Listen, true); msg != "" {
+		c.add("listen", "%s; use e.g. \"127.0.0.1:8787\"", msg)
+	} else if !IsLoopback(cfg.Listen) && cfg.ProxyKey == "" {
+		c.add("listen", "%q is reachable from other machines, so proxy_key must be set (clients then send \"Authorization: Bearer <proxy_key>\"); or listen on 127.0.0.1", cfg.Listen)
+	}
+	c.key("proxy_key", cfg.ProxyKey)
+	c.atLeastOne("max_body_mb", cfg.MaxBodyMB)
+	for _, h := range cfg.AllowedHosts {
+		switch {
+		case strings.TrimSpace(h) == "":
+			c.add("allowed_hosts", "an entry is empty")
+		case strings.Contains(h, "/"):
+			c.add("allowed_hosts", "%q is not a host name; write just the host, such as \"my-tunnel.example.com\"", h)
+		case strings.ContainsFunc(h, unicode.IsSpace):
+			c.add("allowed_hosts", "%q has white space in it", h)
+		}
+	}
+
+	for _, o := range cfg.Compat.CORSOrigins {
+		if msg := corsOrigin(o); msg != "" {
+			c.add("compat.cors_origins", "%s", msg)
+		}
+	}
+
+	up := cfg.Upstream
+	if msg := httpURL(up.BaseURL); msg != "" {
+		c.add("upstream.base_url", "%s; the default is \"https://llm.chutes.ai/v1\"", msg)
+	} else if u, _ := url.Parse(up.BaseURL); strings.HasSuffix(u.Path, "/chat/completions") || strings.HasSuffix(u.Path, "/completions") {
+		c.add("upstream.base_url", "%q is an endpoint, not the API's base; drop the endpoint, e.g. \"https://llm.chutes.ai/v1\"", up.BaseURL)
+	}
+	c.key("upstream.api_key", up.APIKey)
+	c.duration("upstream.connect_timeout", up.ConnectTimeout)
+	c.duration("upstream.first_byte_timeout", up.FirstByteTimeout)
+	c.duration("upstream.idle_timeout", up.IdleTimeout)
+	c.duration("upstream.request_timeout", up.RequestTimeout)
+	if up.Resolver != "" {
+		if msg := hostPort(up.Resolver, false); msg != "" {
+			c.add("upstream.resolver", "%s; use e.g. \"1.1.1.1:53\", or \"\" for the system's resolver", msg)
+		}
+	}
+	if up.AccountURL != "" {
+		if msg := httpURL(up.AccountURL); msg != "" {
+			c.add("upstream.account_url", "%s; use \"https://api.chutes.ai\", or \"\" to turn the account checks off", msg)
+		}
+	}
+
+	c.atLeastOne("failover.max_attempts", cfg.Failover.MaxAttempts)
+	c.atLeastOne("breaker.failures", cfg.Breaker.Failures)
+	c.duration("breaker.cooldown", cfg.Breaker.Cooldown)
+
+	rl := cfg.RateLimit
+	rateOK := c.rate("rate_limit.requests_per_minute", rl.RequestsPerMinute)
+	c.notNegative("rate_limit.burst", rl.Burst)
+	if rateOK && rl.RequestsPerMinute > 0 && rl.Burst == 0 {
+		c.add("rate_limit.burst", "must be at least 1 when requests_per_minute is above 0 (a limiter with burst 0 admits nothing); got 0")
+	}
+	c.duration("rate_limit.max_wait", rl.MaxWait)
+	c.notNegative("quota.daily_requests", cfg.Quota.DailyRequests)
+	c.duration("health.probe_interval", cfg.Health.ProbeInterval)
+
+	c.models(cfg)
+	return c.probs
+}
+
+// key checks a key for what trimming cannot fix: characters inside it that
+// no key has, which the upstream would reject without saying why.
+func (c *checker) key(name string, s Secret) {
+	if strings.ContainsFunc(s.Reveal(), isKeyJunk) {
+		c.add(name, "has white space, quotes or control characters inside it; copy the key again")
+	}
+}
+
+// models checks the [[models]] tables: ids, aliases, fallbacks, limits,
+// and that no fallback chain comes back to where it started.
+func (c *checker) models(cfg *Config) {
+	ids := map[string]int{}     // id → first table with it
+	aliases := map[string]int{} // alias → its table
+	for i, m := range cfg.Models {
+		key := fmt.Sprintf("models[%d].id", i)
+		switch {
+		case strings.TrimSpace(m.ID) == "":
+			c.add(key, "missing or empty; every [[models]] table needs id = \"org/model\"")
+		case strings.ContainsFunc(m.ID, unicode.IsSpace):
+			c.add(key, "%q has white space in it", m.ID)
+		default:
+			if j, dup := ids[m.ID]; dup {
+				c.add(key, "%q is also the id of models[%d]; merge the two tables", m.ID, j)
+			} else {
+				ids[m.ID] = i
+			}
+		}
+	}
+	for i, m := range cfg.Models {
+		key := fmt.Sprintf("models[%d].aliases", i)
+		for _, a := range m.Aliases {
+			switch j, isID := ids[a]; {
+			case strings.TrimSpace(a) == "":
+				c.add(key, "an alias is empty")
+			case strings.ContainsFunc(a, unicode.IsSpace):
+				c.add(key, "%q has white space in it", a)
+			case isID && j != i:
+				c.add(key, "%q is the id of models[%d]; an alias cannot name another model", a, j)
+			case isID:
+				// An alias equal to the table's own id changes nothing.
+			default:
+				if j, dup := aliases[a]; dup && j == i {
+					c.add(key, "%q is listed twice", a)
+				} else if dup {
+					c.add(key, "%q is already an alias of models[%d] (%s); an alias names one model", a, j, cfg.Models[j].ID)
+				} else {
+					aliases[a] = i
+				}
+			}
+		}
+	}
+	resolve := func(name string) (int, bool) {
+		if j, ok := ids[name]; ok {
+			return j, true
+		}
+		j, ok := aliases[name]
+		return j, ok
+	}
+	names := make([]string, 0, len(ids)+len(aliases))
+	for id := range ids {
+		names = append(names, id)
+	}
+	for a := range aliases {
+		names = append(names, a)
+	}
+	slices.Sort(names)
+
+	next := make([][]int, len(cfg.Models)) // the fallback graph between tables
+	for i, m := range cfg.Models {
+		key := fmt.Sprintf("models[%d].fallbacks", i)
+		for _, f := range m.Fallbacks {
+			j, ok := resolve(f)
+			switch {
+			case strings.TrimSpace(f) == "":
+				c.add(key, "a fallback is empty")
+			case strings.ContainsFunc(f, unicode.IsSpace):
+				c.add(key, "%q has white space in it", f)
+			case ok:
+				next[i] = append(next[i], j)
+			case strings.Contains(f, "/"):
+				// Any org/model id may be a fallback without a table of its own.
+			default:
+				msg := fmt.Sprintf("%q is no configured alias or id, nor an org/model id", f)
+				if s := closest(f, names); s != "" {
+					msg += fmt.Sprintf("; did you mean %q?", s)
+				} else {
+					msg += "; use the full org/model id, or add it to a model's aliases"
+				}
+				c.add(key, "%s", msg)
+			}
+		}
+	}
+	for _, cyc := range cycles(next) {
+		path := make([]string, len(cyc)+1)
+		for n, i := range cyc {
+			path[n] = cfg.Models[i].ID
+		}
+		path[len(cyc)] = cfg.Models[cyc[0]].ID
+		c.add(fmt.Sprintf("models[%d].fallbacks", cyc[0]), "the fallback chain comes back to where it started: %s; remove one of these fallbacks", strings.Join(path, " → "))
+	}
+
+	for i, m := range cfg.Models {
+		pre := fmt.Sprintf("models[%d].", i)
+		rate, rateOK := cfg.RateLimit.RequestsPerMinute, true
+		if m.RequestsPerMinute != nil {
+			rate = *m.RequestsPerMinute
+			rateOK = c.rate(pre+"requests_per_minute", rate)
+		}
+		burst := cfg.RateLimit.Burst
+		if m.Burst != nil {
+			burst = *m.Burst
+			c.notNegative(pre+"burst", burst)
+		}
+		if m.Failures != nil {
+			c.atLeastOne(pre+"failures", *m.Failures)
+		}
+		if m.Cooldown != nil {
+			c.duration(pre+"cooldown", *m.Cooldown)
+		}
+		// Without either override the [rate_limit] check has spoken.
+		if rateOK && rate > 0 && burst == 0 && (m.Burst != nil || m.RequestsPerMinute != nil) {
+			from := ""
+			if m.Burst == nil {
+				from = " (from rate_limit.burst)"
+			}
+			c.add(pre+"burst", "must be at least 1 when requests_per_minute is above 0 (a limiter with burst 0 admits nothing); got 0%s", from)
+		}
+	}
+}
+
+// cycles returns one cycle per strongly connected component of the graph
+// that has one (including a node pointing at itself), each starting at the
+// component's lowest node, in order of that node.
+func cycles(next [][]int) [][]int {
+	n := len(next)
+	index := make([]int, n)
+	low := make([]int, n)
+	onStack := make([]bool, n)
+	for i := range index {
+		index[i] = -1
+	}
+	var stack []int
+	var comps [][]int
+	counter := 0
+	var strong func(v int)
+	strong = func(v int) {
+		index[v], low[v] = counter, counter
+		counter++
+		stack = append(stack, v)
+		onStack[v] = true
+		for _, w := range next[v] {
+			if index[w] < 0 {
+				strong(w)
+				low[v] = min(low[v], low[w])
+			} else if onStack[w] {
+				low[v] = min(low[v], index[w])
+			}
+		}
+		if low[v] == index[v] {
+			var comp []int
+			for {
+				w := stack[len(stack)-1]
+				stack = stack[:len(stack)-1]
+				onStack[w] = false
+				comp = append(comp, w)
+				if w == v {
+					break
+				}
+			}
+			if len(comp) > 1 || slices.Contains(next[v], v) {
+				comps = append(comps, comp)
+			}
+		}
+	}
+	for v := range n {
+		if index[v] < 0 {
+			strong(v)
+		}
+	}
+
+	var out [][]int
+	for _, comp := range comps {
+		start := slices.Min(comp)
+		out = append(out, cycleFrom(start, comp, next))
+	}
+	slices.SortFunc(out, func(a, b []int) int { return cmp.Compare(a[0], b[0]) })
+	return out
+}
+
+// cycleFrom finds a shortest way from start back to start inside comp.
+func cycleFrom(start int, comp []int, next [][]int) []int {
+	if slices.Contains(next[start], start) {
+		return []int{start}
+	}
+	parent := map[int]int{start: -1}
+	queue := []int{start}
+	for len(queue) > 0 {
+		v := queue[0]
+		queue = queue[1:]
+		for _, w := range next[v] {
+			if w == start {
+				var path []int
+				for u := v; u != -1; u = parent[u] {
+					path = append(path, u)
+				}
+				slices.Reverse(path)
+				return path
+			}
+			if _, seen := parent[w]; !seen && slices.Contains(comp, w) {
+				parent[w] = v
+				queue = append(queue, w)
+			}
+		}
+	}
+	return []int{start} // not reached: comp is strongly connected
+}
+
+// hostPort checks "host:port"; an empty host is allowed only where it
+// means every interface. It returns what is wrong, or "".
+func hostPort(s string, emptyHost bool) string {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Sprintf("%q is not host:port", s)
+	}
+	if host == "" && !emptyHost {
+		return fmt.Sprintf("%q has no host", s)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 || (n == 0 && !emptyHost) {
+		return fmt.Sprintf("%q has no valid port number", s)
+	}
+	return ""
+}
+
+// httpURL checks an http(s) URL with a host; it returns what is wrong, or
+// "".
+func httpURL(s string) string {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return fmt.Sprintf("%q is not a URL", s)
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Sprintf("%q is not an http:// or https:// URL", s)
+	case u.Host == "":
+		return fmt.Sprintf("%q has no host", s)
+	case u.RawQuery != "" || u.Fragment != "" || u.User != nil:
+		return fmt.Sprintf("%q must not have a query, fragment or user name", s)
+	}
+	return ""
+}
+
+// corsOrigin checks a CORS origin, which browsers send as exactly
+// scheme://host[:port]: anything more never matches.
+func corsOrigin(s string) string {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil || u.Scheme == "" || u.Host == "" || u.Opaque != "":
+		return fmt.Sprintf("%q is not an origin; write scheme://host[:port], e.g. \"https://janitorai.com\"", s)
+	case u.Path == "/":
+		return fmt.Sprintf("%q has a trailing /, which a browser's Origin never has; write %q", s, strings.TrimSuffix(s, "/"))
+	case u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil || strings.HasSuffix(s, "?") || strings.HasSuffix(s, "#"):
+		return fmt.Sprintf("%q is not an origin, which is only scheme://host[:port]; write %q", s, u.Scheme+"://"+u.Host)
+	}
+	return ""
+}
