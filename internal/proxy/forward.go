@@ -101,11 +101,29 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, st *state, info
 			info.errCode = "client_closed"
 			return // the client went away: nobody to answer
 		}
+		s.ensureCatalog(r.Context(), st, res, key)
 		s.writeError(w, r, st, info, diagnose.Explain(res, err, s.diagEnv(st, key, fromClient)))
 		return
 	}
 	defer c.close()
 	s.relay(w, r, st, info, c)
+}
+
+// ensureCatalog fetches the upstream's model list once when a 404 needs it
+// to tell a misspelled model (suggest the closest) from a down chute, and
+// no list is at hand yet; the health probe keeps it fresh after that.
+func (s *Server) ensureCatalog(ctx context.Context, st *state, res failover.Result, key string) {
+	if _, known := s.catalog.Listed(""); known {
+		return
+	}
+	for _, a := range res.Attempts {
+		if a.Status == http.StatusNotFound {
+			ctx, cancel := context.WithTimeout(ctx, modelsWait)
+			defer cancel()
+			_ = s.catalog.Fetch(ctx, st.client, st.base, key)
+			return
+		}
+	}
 }
 
 // upstreamKey picks the key sent to Chutes: the configured one, else the
