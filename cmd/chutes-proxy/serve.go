@@ -24,10 +24,19 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs := newFlags("serve", "Run the proxy until SIGINT/SIGTERM, then let in-flight requests finish (up to 30 s).", stdout, stderr)
 	file := fs.String("config", "", "config file (default: $CHUTES_PROXY_CONFIG, ./proxy.toml, else the built-in defaults)")
 	listen := fs.String("listen", "", "address to listen on, e.g. 127.0.0.1:8787 (overrides the config)")
+	pprofAddr := fs.String("pprof", "", "serve Go's profiler (net/http/pprof) on this loopback address, e.g. 127.0.0.1:6060")
 	if code, done := parse(fs, args); done {
 		return code
 	}
 	log := newLogger(stderr)
+	if *pprofAddr != "" {
+		stopPprof, err := startPprof(*pprofAddr, log)
+		if err != nil {
+			fmt.Fprintln(stderr, "chutes-proxy: --pprof:", err)
+			return 2
+		}
+		defer stopPprof()
+	}
 	opts := config.Options{File: *file, Listen: *listen}
 	cfg, err := config.Load(opts)
 	if err != nil {

@@ -190,6 +190,12 @@ func (r *Router) Aliases() map[string]string {
 	return out
 }
 
+// maxAdHoc bounds how many models without a [[models]] table the router
+// keeps state for, so that a client sending random model names cannot grow
+// memory without end; past it such models get state that lives for one
+// request.
+const maxAdHoc = 4096
+
 // Model returns the state of model id, creating it with the config's limits.
 func (r *Router) Model(id string) *Model {
 	r.mu.RLock()
@@ -202,8 +208,11 @@ func (r *Router) Model(id string) *Model {
 	defer r.mu.Unlock()
 	m, ok = r.models[id]
 	if !ok {
-		m = newModel(id, r.table.Load().cfg.LimitsFor(id), r)
-		r.models[id] = m
+		t := r.table.Load()
+		m = newModel(id, t.cfg.LimitsFor(id), r)
+		if _, configured := t.chains[id]; configured || len(r.models) < maxAdHoc {
+			r.models[id] = m
+		}
 	}
 	return m
 }
