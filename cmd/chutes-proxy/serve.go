@@ -77,6 +77,11 @@ func serve(ctx context.Context, cfg *config.Config, opts config.Options, log *sl
 			"fix", "another program (or another chutes-proxy) holds the port: stop it or set listen / --listen to another port")
 		return 1
 	}
+	// Catch SIGHUP before anyone can know the address, so that an early
+	// one reloads instead of killing the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	addr := ln.Addr().String()
 	log.Info("chutes-proxy listening", "url", "http://"+addr+"/v1", "status_page", "http://"+addr+"/",
 		"config", cfg.SourceName(), "upstream", cfg.Upstream.BaseURL, "version", version())
@@ -89,9 +94,6 @@ func serve(ctx context.Context, cfg *config.Config, opts config.Options, log *sl
 	wctx, cancelWatch := context.WithCancel(ctx)
 	defer cancelWatch()
 	reload := make(chan string, 1)
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	if cfg.Source != "" {
 		go config.Watch(wctx, cfg.Source, time.Second, func() {
 			select {

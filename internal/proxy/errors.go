@@ -34,7 +34,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, st *state, i
 	h.Set("X-Chutes-Proxy-Error", e.Code)
 	if info.endpoint != 0 {
 		h.Set("X-Chutes-Proxy-Attempts", strconv.Itoa(info.attempts))
-		h.Set("X-Chutes-Proxy-Model", info.served)
+		if info.served != "" {
+			h.Set("X-Chutes-Proxy-Model", info.served)
+		}
 	}
 	if st.cfg.Compat.ErrorsAsMessages && (info.endpoint == epChat || info.endpoint == epCompletions) {
 		writeErrorAsMessage(w, info, e)

@@ -590,3 +590,24 @@ func TestErrorsAsMessages(t *testing.T) {
 		}
 	}
 }
+
+// TestPlainReplyCutFailsOver: a non-stream reply cut halfway is that
+// model's failure; the client gets the next model's whole reply.
+func TestPlainReplyCutFailsOver(t *testing.T) {
+	f, up := newFake(t)
+	f.set("cut/one", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", "400")
+		io.WriteString(w, `{"id":"x","choices":[{"message":{"content":"half`)
+		http.NewResponseController(w).Flush()
+		panic(http.ErrAbortHandler)
+	})
+	f.set("b/two", ok("b/two"))
+	ts, _, _ := startProxy(t, testConfig(t, up.URL, func(c *config.Config) {
+		c.Models = []config.Model{{ID: "cut/one", Fallbacks: []string{"b/two"}}}
+	}))
+	res := chat(t, ts.URL, "cut/one", false)
+	if res.status != 200 || res.header.Get("X-Chutes-Proxy-Model") != "b/two" || !strings.Contains(res.body, "hello from b/two") {
+		t.Fatalf("%d via %q: %s", res.status, res.header.Get("X-Chutes-Proxy-Model"), res.body)
+	}
+}

@@ -236,8 +236,8 @@ func (s *Server) attempt(ctx context.Context, st *state, r *http.Request, url st
 		sse: strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")}
 	if c.sse {
 		c.pending, err = firstEvent(br)
-	} else {
-		err = firstBytes(br, resp)
+	} else if err = firstBytes(br, resp); err == nil && resp.ContentLength > 0 && resp.ContentLength <= maxWholeBody {
+		c.pending, err = wholeBody(br, resp.ContentLength)
 	}
 	if err != nil {
 		resp.Body.Close()
@@ -250,6 +250,23 @@ func (s *Server) attempt(ctx context.Context, st *state, r *http.Request, url st
 		return nil, &failover.TimeoutError{After: firstByte}
 	}
 	return c, nil
+}
+
+// maxWholeBody is the largest non-stream answer read whole before the
+// model is committed. A chat completion is a few KiB and arrives at once;
+// holding it lets a reply that a miner cuts halfway fail over to the next
+// model instead of reaching the client as a dropped connection. Larger or
+// unsized bodies stream through.
+const maxWholeBody = 1 << 20
+
+// wholeBody reads a sized body completely; a short one is the model's
+// failure.
+func wholeBody(br *bufio.Reader, n int64) ([]byte, error) {
+	buf := make([]byte, n)
+	if got, err := io.ReadFull(br, buf); err != nil {
+		return nil, &failover.StreamError{Reason: fmt.Sprintf("the reply was cut off after %d of %d bytes", got, n)}
+	}
+	return buf, nil
 }
 
 // firstBytes waits for the first byte of a plain response and refuses what
@@ -326,8 +343,15 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *state, info *
 // there is nobody left to tell.
 var errClientWrite = errors.New("writing to the client")
 
-// relayPlain copies a non-stream body as it arrives; it is never held whole.
+// relayPlain copies a non-stream body: the one read whole before the
+// commit, or else as it arrives.
 func relayPlain(w io.Writer, c *committed, touch func()) error {
+	if c.pending != nil {
+		if _, err := w.Write(c.pending); err != nil {
+			return fmt.Errorf("%w: %w", errClientWrite, err)
+		}
+		return nil
+	}
 	for {
 		b, err := c.br.Peek(1)
 		if len(b) > 0 {
