@@ -16,10 +16,11 @@ func runCheckConfig(_ context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	cfg, err := config.Load(config.Options{File: *file})
 	if err != nil {
-		printConfigError(stderr, err)
+		// The problems are this command's report: stdout, like the config
+		// it prints when all is well.
+		printConfigError(stdout, err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "# effective config from %s (keys redacted)\n", cfg.SourceName())
 	for _, n := range cfg.Notes {
 		fmt.Fprintf(stdout, "# note: %s\n", n)
 	}
