@@ -371,8 +371,10 @@ func TestGoSDKErrors(t *testing.T) {
 			act:    map[string]http.HandlerFunc{"pay/one": status(402, `{"detail":"Quota exceeded and account balance is $0.0, please pay with fiat or send tao to 5Exyz"}`)},
 			status: 402, code: "payment_required", msg: []string{"300 requests a day"}},
 		{name: "every model down", model: "auto",
-			act:    map[string]http.HandlerFunc{"a/one": down, "b/two": down},
-			edit:   func(c *config.Config) { c.Models = []config.Model{{ID: "a/one", Aliases: []string{"auto"}, Fallbacks: []string{"b/two"}}} },
+			act: map[string]http.HandlerFunc{"a/one": down, "b/two": down},
+			edit: func(c *config.Config) {
+				c.Models = []config.Model{{ID: "a/one", Aliases: []string{"auto"}, Fallbacks: []string{"b/two"}}}
+			},
 			status: 503, code: "all_models_unavailable", msg: []string{"No model could answer", "a/one", "b/two"}},
 		{name: "every model 429", model: "a/one",
 			act:    map[string]http.HandlerFunc{"a/one": status(429, `{"detail":"Infrastructure is at maximum capacity, try again later"}`)},
