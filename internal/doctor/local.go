@@ -1,0 +1,287 @@
+package doctor
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/chutes-proxy/chutes-proxy/internal/config"
+	"github.com/chutes-proxy/chutes-proxy/internal/diagnose"
+)
+
+// The checks that need no network, and the listen port.
+
+func (r *runner) getenv(k string) string {
+	if r.o.Load.Getenv != nil {
+		return r.o.Load.Getenv(k)
+	}
+	return os.Getenv(k)
+}
+
+// checkConfig loads the config as serve would. On success r.cfg is set.
+func (r *runner) checkConfig() Result {
+	cfg, err := config.Load(r.o.Load)
+	var probs config.Problems
+	switch {
+	case errors.As(err, &probs):
+		res := fail(CheckConfig, "the config has %d problem(s); fix these lines (chutes-proxy check-config shows them too):", len(probs))
+		for _, p := range probs {
+			res.Detail = append(res.Detail, p.Error())
+		}
+		return res
+	case errors.Is(err, fs.ErrNotExist):
+		return fail(CheckConfig, "%v: check the path, or leave --config and %s out to use ./proxy.toml or the built-in defaults", err, config.EnvConfig)
+	case err != nil:
+		return fail(CheckConfig, "%v", err)
+	}
+	r.cfg = cfg
+
+	var what string
+	if cfg.Source == "" {
+		what = "no proxy.toml found: the built-in defaults apply"
+	} else {
+		what = cfg.Source + " is valid"
+	}
+	switch n := len(cfg.Models); n {
+	case 0:
+		what += "; no [[models]] configured (each request goes to the model the app names)"
+	case 1:
+		what += "; 1 model configured"
+	default:
+		what += fmt.Sprintf("; %d models configured", n)
+	}
+	// Notes about the key belong to the key's line.
+	var other []string
+	for _, n := range cfg.Notes {
+		if !keyNote(n) {
+			other = append(other, n)
+		}
+	}
+	if len(other) > 0 {
+		return warn(CheckConfig, "%s; note: %s", what, strings.Join(other, "; "))
+	}
+	return ok(CheckConfig, "%s", what)
+}
+
+func keyNote(note string) bool {
+	return strings.HasPrefix(note, "upstream.api_key") || strings.Contains(note, config.EnvAPIKey)
+}
+
+// keySource says where the key came from.
+func (r *runner) keySource() string {
+	if r.getenv(config.EnvAPIKey) != "" {
+		return "env " + config.EnvAPIKey
+	}
+	return r.cfg.SourceName()
+}
+
+// checkKey looks at the key without sending it anywhere: present, cpk_,
+// nothing pasted around it.
+func (r *runner) checkKey() Result {
+	cfg := r.cfg
+	key := cfg.Upstream.APIKey.Reveal()
+	var notes []string
+	for _, n := range cfg.Notes {
+		if keyNote(n) && !strings.Contains(n, "does not start with cpk_") {
+			notes = append(notes, n)
+		}
+	}
+	if key == "" {
+		why := ""
+		if len(notes) > 0 {
+			why = " (" + strings.Join(notes, "; ") + ")"
+		}
+		if cfg.ProxyKey != "" {
+			return fail(CheckKey, "no Chutes key configured%s, and proxy_key is set, so your apps' key field holds the proxy_key, which is never sent to Chutes: "+
+				"put your cpk_ key in proxy.toml as [upstream] api_key = \"cpk_...\" or in the environment variable %s", why, config.EnvAPIKey)
+		}
+		return warn(CheckKey, "no Chutes key configured%s: chutes-proxy forwards each app's own key, so put your cpk_ key in the app's API key field; "+
+			"to set one for every app instead, put it in proxy.toml as [upstream] api_key = \"cpk_...\" or in the environment variable %s", why, config.EnvAPIKey)
+	}
+	shown := fmt.Sprintf("%s (from %s)", config.Redact(key), r.keySource())
+	if !strings.HasPrefix(key, "cpk_") {
+		if r.isChutes() {
+			return fail(CheckKey, "%s does not start with cpk_, so it is not a Chutes API key (another provider's key, or a password?): "+
+				"create one on the Chutes dashboard (chutes.ai, API keys) and paste it whole", shown)
+		}
+		return warn(CheckKey, "%s does not start with cpk_ as Chutes keys do; fine if the server at base_url takes other keys", shown)
+	}
+	if len(notes) > 0 {
+		what := "white space"
+		if strings.Contains(strings.Join(notes, " "), "quotes") {
+			what = "white space or quotes"
+		}
+		return warn(CheckKey, "%s had %s around it: chutes-proxy trims it and uses the rest, but fix it where you pasted it, and check that the key is whole",
+			shown, what)
+	}
+	return ok(CheckKey, "%s starts with cpk_, no white space or quotes around it", shown)
+}
+
+// isChutes reports whether base_url points at Chutes itself.
+func (r *runner) isChutes() bool {
+	u, err := url.Parse(r.cfg.Upstream.BaseURL)
+	return err == nil && isChutesHost(u.Hostname())
+}
+
+// checkBaseURL compares base_url with Chutes' current API and names known
+// wrong forms. It also sets r.target for the network checks.
+func (r *runner) checkBaseURL() Result {
+	base := r.cfg.Upstream.BaseURL
+	from := ""
+	if r.getenv(config.EnvUpstream) != "" {
+		from = " (from env " + config.EnvUpstream + ")"
+	}
+	u, err := url.Parse(base)
+	if err == nil {
+		r.target = newTarget(u)
+	}
+	if base == diagnose.CurrentBaseURL {
+		return ok(CheckBaseURL, "%s%s is Chutes' current API", base, from)
+	}
+	fix := fmt.Sprintf("set [upstream] base_url = %q in proxy.toml", diagnose.CurrentBaseURL)
+	if from != "" {
+		fix = "unset " + config.EnvUpstream + ", or set it to " + diagnose.CurrentBaseURL
+	}
+	if hint := diagnose.URLHint(base); hint != "" {
+		return fail(CheckBaseURL, "%s%s: %s To fix it, %s", base, from, hint, fix)
+	}
+	host := strings.ToLower(u.Hostname())
+	switch {
+	case host == "llm.chutes.ai":
+		return fail(CheckBaseURL, "%s%s is not quite Chutes' API address: %s", base, from, fix)
+	case config.IsLoopback(u.Host):
+		return warn(CheckBaseURL, "%s%s is a server on this machine, not Chutes: fine for a test server or `chutes-proxy simulate`; for Chutes, %s", base, from, fix)
+	case u.Scheme == "http":
+		return warn(CheckBaseURL, "%s%s is plain http, so the key travels unencrypted; it is not Chutes either: for Chutes, %s", base, from, fix)
+	}
+	return warn(CheckBaseURL, "%s%s is not Chutes' API (%s): fine for a relay you trust; for Chutes itself, %s", base, from, diagnose.CurrentBaseURL, fix)
+}
+
+// checkModelIDs says which configured models (ids and fallbacks that are
+// not aliases) the upstream does not list, with the closest real ids.
+func (r *runner) checkModelIDs() Result {
+	cfg := r.cfg
+	type want struct{ id, where string }
+	var wants []want
+	names := map[string]bool{} // configured ids and aliases
+	for _, m := range cfg.Models {
+		names[m.ID] = true
+		for _, a := range m.Aliases {
+			names[a] = true
+		}
+	}
+	seen := map[string]bool{}
+	add := func(id, where string) {
+		if !seen[id] {
+			seen[id] = true
+			wants = append(wants, want{id, where})
+		}
+	}
+	for i, m := range cfg.Models {
+		add(m.ID, fmt.Sprintf("models[%d].id", i))
+	}
+	for i, m := range cfg.Models {
+		for _, f := range m.Fallbacks {
+			if !names[f] { // a configured id or alias is checked as an id
+				add(f, fmt.Sprintf("models[%d].fallbacks", i))
+			}
+		}
+	}
+	if len(wants) == 0 {
+		return ok(CheckModelIDs, "no [[models]] configured: nothing to check")
+	}
+	if r.known == nil {
+		return warn(CheckModelIDs, "not checked: there is no model list from the upstream (see %s above)", CheckModels)
+	}
+	var missing []string
+	for _, w := range wants {
+		if slices.Contains(r.known, w.id) {
+			continue
+		}
+		s := fmt.Sprintf("%q (%s", w.id, w.where)
+		if sug := diagnose.Suggest(w.id, r.known, 2); len(sug) > 0 {
+			s += "; did you mean " + strings.Join(sug, " or ") + "?"
+		}
+		missing = append(missing, s+")")
+	}
+	if len(missing) > 0 {
+		return fail(CheckModelIDs, "Chutes does not list %s: requests for it fail with model_not_found; fix the id in proxy.toml (ids are org/model and case-sensitive)",
+			strings.Join(missing, ", "))
+	}
+	if len(wants) == 1 {
+		return ok(CheckModelIDs, "the configured model is listed upstream")
+	}
+	return ok(CheckModelIDs, "all %d configured models and fallbacks are listed upstream", len(wants))
+}
+
+// checkListen finds out whether serve could listen: the port is free, a
+// chutes-proxy already holds it (fine), or another program does.
+func (r *runner) checkListen(ctx context.Context) Result {
+	ctx, cancel := context.WithTimeout(ctx, listenTimeout)
+	defer cancel()
+	addr := r.cfg.Listen
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err == nil {
+		_ = ln.Close()
+		return ok(CheckListen, "%s is free for chutes-proxy serve", addr)
+	}
+	host, port, _ := net.SplitHostPort(addr)
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	probe := net.JoinHostPort(host, port)
+	fix := fmt.Sprintf("stop that program, or give chutes-proxy another port: listen = %q in proxy.toml, or chutes-proxy serve --listen %s (then point your apps there)",
+		net.JoinHostPort(host, nextPort(port)), net.JoinHostPort(host, nextPort(port)))
+
+	// Ask over a bare connection rather than an http.Client: whatever holds
+	// the port may not speak HTTP at all.
+	var d net.Dialer
+	conn, derr := d.DialContext(ctx, "tcp", probe)
+	if derr != nil {
+		// Nothing answers there: the listen error is about the address.
+		return fail(CheckListen, "cannot listen on %s: %v; use a local address such as \"127.0.0.1:8787\"", addr, unwrapOp(err))
+	}
+	defer conn.Close()
+	if dl, has := ctx.Deadline(); has {
+		_ = conn.SetDeadline(dl)
+	}
+	_, _ = fmt.Fprintf(conn, "GET /healthz HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", probe)
+	resp, herr := http.ReadResponse(bufio.NewReader(conn), nil)
+	if herr != nil {
+		return fail(CheckListen, "%s is in use by another program (it does not answer like chutes-proxy): %s", addr, fix)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64))
+	if resp.StatusCode == http.StatusOK && strings.TrimSpace(string(body)) == "ok" {
+		return ok(CheckListen, "%s is taken by a chutes-proxy that is already running there (its /healthz answers ok)", addr)
+	}
+	return fail(CheckListen, "%s is in use by another program (its /healthz answered %d, not chutes-proxy's ok): %s", addr, resp.StatusCode, fix)
+}
+
+func nextPort(port string) string {
+	var n int
+	if _, err := fmt.Sscanf(port, "%d", &n); err != nil || n <= 0 || n >= 65535 {
+		return "8788"
+	}
+	return fmt.Sprint(n + 1)
+}
+
+// unwrapOp drops net.OpError's "listen tcp ADDR:" prefix, which the
+// message says already.
+func unwrapOp(err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		return op.Err
+	}
+	return err
+}

@@ -1,0 +1,351 @@
+package doctor
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// The path to the upstream: DNS, TCP, TLS, one check each, so that the
+// line that fails names the layer to fix.
+
+// target is base_url taken apart.
+type target struct {
+	base   string // base_url as configured
+	scheme string
+	host   string // without brackets
+	port   string // explicit, or the scheme's default
+}
+
+func newTarget(u *url.URL) target {
+	t := target{base: strings.TrimRight(u.String(), "/"), scheme: u.Scheme, host: u.Hostname(), port: u.Port()}
+	if t.port == "" {
+		t.port = "443"
+		if t.scheme == "http" {
+			t.port = "80"
+		}
+	}
+	return t
+}
+
+func (t target) hostport() string { return net.JoinHostPort(t.host, t.port) }
+
+// checkDNS resolves the upstream host through the resolver the proxy would
+// use and, for comparison, through public ones, so that a failing line can
+// tell a broken local resolver from no network at all. It sets r.resolver
+// and r.addrs for the checks after it.
+func (r *runner) checkDNS(ctx context.Context) Result {
+	host := r.target.host
+	r.resolver = r.o.System
+	if host == "" {
+		return warn(CheckDNS, "not checked: base_url has no host")
+	}
+	if net.ParseIP(host) != nil {
+		r.addrs = []string{host}
+		return ok(CheckDNS, "not needed: %s is an IP address", host)
+	}
+
+	type cand struct {
+		name string
+		res  Resolver
+		fix  string // the [upstream] resolver value that selects it
+	}
+	cands := []cand{{"the system resolver", r.o.System, `""`}}
+	if s := r.cfg.Upstream.Resolver; s != "" {
+		// The proxy asks this one; the system's is then a comparison.
+		cands = append([]cand{{"upstream.resolver " + s, r.o.NewResolver(s), fmt.Sprintf("%q", s)}}, cands...)
+	}
+	for _, s := range r.o.PublicDNS {
+		if s != r.cfg.Upstream.Resolver {
+			cands = append(cands, cand{s, r.o.NewResolver(s), fmt.Sprintf("%q", s)})
+		}
+	}
+	r.resolver = cands[0].res
+
+	ctx, cancel := context.WithTimeout(ctx, dnsTimeout)
+	defer cancel() // stops the comparisons once the proxy's resolver answered
+	type answer struct {
+		i     int
+		addrs []string
+		err   error
+	}
+	ch := make(chan answer, len(cands))
+	for i, c := range cands {
+		go func() {
+			addrs, err := c.res.LookupHost(ctx, host)
+			if err == nil && len(addrs) == 0 {
+				err = errors.New("no addresses")
+			}
+			ch <- answer{i, addrs, err}
+		}()
+	}
+	got := make([]*answer, len(cands))
+	for range cands {
+		a := <-ch
+		got[a.i] = &a
+		if a.i == 0 && a.err == nil {
+			break
+		}
+	}
+	primary := cands[0]
+	if a := got[0]; a != nil && a.err == nil {
+		r.addrs = a.addrs
+		return ok(CheckDNS, "%s → %s (%s)", host, shortList(a.addrs), primary.name)
+	}
+
+	var errs []string
+	allNotFound := true
+	for i, c := range cands {
+		a := got[i]
+		if a == nil || a.err != nil {
+			e := "no answer"
+			if a != nil {
+				e = dnsReason(a.err)
+			}
+			var de *net.DNSError
+			if a == nil || !errors.As(a.err, &de) || !de.IsNotFound {
+				allNotFound = false
+			}
+			errs = append(errs, c.name+": "+e)
+			continue
+		}
+		// Another resolver can: the proxy's is the problem. The checks
+		// after this one resolve through the one that works.
+		r.resolver, r.addrs = c.res, a.addrs
+		what := fmt.Sprintf("%s cannot resolve %s (%s), but %s can (→ %s)", primary.name, host, dnsReason(got[0].err), c.name, shortList(a.addrs))
+		if primary.name == "the system resolver" {
+			return fail(CheckDNS, "only the system resolver fails: %s. Your router's or ISP's DNS, a VPN or an ad blocker is failing for this name; "+
+				"set [upstream] resolver = %s in proxy.toml so that chutes-proxy asks that server instead (the checks below use it)", what, c.fix)
+		}
+		return fail(CheckDNS, "%s: set [upstream] resolver = %s in proxy.toml (\"\" is the system's resolver; the checks below use it)", what, c.fix)
+	}
+	// Every resolver saying "no such host" for Chutes' own name means the
+	// network answers DNS in their place (a captive portal, a VPN, a
+	// filtering firewall); for any other name, the name is wrong.
+	if allNotFound && !isChutesHost(host) {
+		return fail(CheckDNS, "%s does not exist: every resolver says so (%s); check the host in base_url", host, strings.Join(errs, "; "))
+	}
+	return fail(CheckDNS, "no resolver could resolve %s (%s): this machine seems to have no working network; "+
+		"check the connection (Wi-Fi, cable), or turn off a VPN or firewall that blocks DNS, then run chutes-proxy doctor again", host, strings.Join(errs, "; "))
+}
+
+func isChutesHost(host string) bool {
+	h := strings.ToLower(host)
+	return h == "chutes.ai" || strings.HasSuffix(h, ".chutes.ai")
+}
+
+// shortList shows up to three addresses.
+func shortList(addrs []string) string {
+	if len(addrs) > 3 {
+		return strings.Join(addrs[:3], ", ") + fmt.Sprintf(" and %d more", len(addrs)-3)
+	}
+	return strings.Join(addrs, ", ")
+}
+
+func dnsReason(err error) string {
+	if err == nil {
+		return "no answer"
+	}
+	var de *net.DNSError
+	switch {
+	case errors.As(err, &de) && de.IsNotFound:
+		return "no such host"
+	case errors.As(err, &de) && de.IsTimeout, errors.Is(err, context.DeadlineExceeded):
+		return "timed out"
+	case errors.As(err, &de):
+		return de.Err
+	}
+	return err.Error()
+}
+
+// checkTCP connects to the upstream host's port.
+func (r *runner) checkTCP(ctx context.Context) Result {
+	hp := r.target.hostport()
+	if r.addrs == nil {
+		return warn(CheckTCP, "not tried: there is no address for %s (see %s above)", r.target.host, CheckDNS)
+	}
+	d := tcpTimeout
+	if ct := r.cfg.Upstream.ConnectTimeout.D(); ct > 0 && ct < d {
+		d = ct
+	}
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	start := time.Now()
+	var errs []error
+	for _, a := range r.addrs {
+		addr := net.JoinHostPort(a, r.target.port)
+		c, err := r.o.Dial(ctx, "tcp", addr)
+		if err == nil {
+			_ = c.Close()
+			r.reached = true
+			return ok(CheckTCP, "connected to %s (%s) in %s", hp, addr, ms(time.Since(start)))
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	err := errs[0]
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fail(CheckTCP, "%s refused the connection: nothing accepts connections on port %s there; check base_url's port, or a firewall that rejects it", hp, r.target.port)
+	case isTimeout(err):
+		return fail(CheckTCP, "no answer from %s within %s: a firewall, proxy or VPN blocks the connection, or the network is down (%s is %s)",
+			hp, d, "upstream.connect_timeout", r.cfg.Upstream.ConnectTimeout.D())
+	case errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.EHOSTUNREACH):
+		return fail(CheckTCP, "no route to %s: check the network connection or VPN", hp)
+	}
+	return fail(CheckTCP, "cannot connect to %s: %v; check the network connection, firewall or VPN", hp, unwrapOp(err))
+}
+
+// checkTLS does the handshake the proxy would do, verifying the certificate
+// with the configured clock, and explains a failure: clock skew, a TLS
+// interceptor, or the wrong server.
+func (r *runner) checkTLS(ctx context.Context) Result {
+	t := r.target
+	if t.scheme != "https" {
+		r.secured = r.reached
+		return ok(CheckTLS, "not used: base_url is plain http")
+	}
+	if !r.reached {
+		return warn(CheckTLS, "not tried: no TCP connection (see %s above)", CheckTCP)
+	}
+	ctx, cancel := context.WithTimeout(ctx, tlsTimeout)
+	defer cancel()
+	raw, err := r.dial(ctx, "tcp", t.hostport())
+	if err != nil {
+		return fail(CheckTLS, "not tried: connecting again to %s failed: %v", t.hostport(), unwrapOp(err))
+	}
+	defer raw.Close()
+	conn := tls.Client(raw, &tls.Config{
+		ServerName: t.host,
+		RootCAs:    r.o.RootCAs,
+		Time:       r.o.Now,
+		NextProtos: []string{"h2", "http/1.1"},
+	})
+	if err := conn.HandshakeContext(ctx); err != nil {
+		return fail(CheckTLS, "%s", r.tlsProblem(err))
+	}
+	r.secured = true
+	st := conn.ConnectionState()
+	leaf := st.PeerCertificates[0]
+	return ok(CheckTLS, "%s with %s, certificate valid until %s (issued by %s)",
+		tls.VersionName(st.Version), t.host, leaf.NotAfter.UTC().Format("2006-01-02"), issuer(leaf))
+}
+
+func (r *runner) tlsProblem(err error) string {
+	host := r.target.host
+	var ve *tls.CertificateVerificationError
+	if !errors.As(err, &ve) || len(ve.UnverifiedCertificates) == 0 {
+		if isTimeout(err) {
+			return fmt.Sprintf("no TLS answer from %s within %s: a firewall or proxy may be holding HTTPS connections", host, tlsTimeout)
+		}
+		return fmt.Sprintf("TLS handshake with %s failed: %v; a firewall, proxy or captive portal (hotel, airport Wi-Fi) may be interfering", host, err)
+	}
+	leaf := ve.UnverifiedCertificates[0]
+	now := r.o.Now().UTC()
+	const day = "2006-01-02 15:04 UTC"
+	var inv x509.CertificateInvalidError
+	var ua x509.UnknownAuthorityError
+	var he x509.HostnameError
+	switch {
+	case errors.As(err, &inv) && inv.Reason == x509.Expired && now.Before(leaf.NotBefore):
+		return fmt.Sprintf("the certificate of %s is not yet valid: it is valid from %s to %s, but this machine's clock says %s. "+
+			"The system clock is wrong: set it right (turn on automatic date and time), then run chutes-proxy doctor again",
+			host, leaf.NotBefore.UTC().Format(day), leaf.NotAfter.UTC().Format(day), now.Format(day))
+	case errors.As(err, &inv) && inv.Reason == x509.Expired:
+		return fmt.Sprintf("the certificate of %s has expired: it was valid until %s, and this machine's clock says %s. "+
+			"If the system clock is wrong, set it right (automatic date and time); if it is right, the server's certificate really expired: something intercepts HTTPS, or Chutes must renew it",
+			host, leaf.NotAfter.UTC().Format(day), now.Format(day))
+	case errors.As(err, &ua):
+		return fmt.Sprintf("the certificate of %s is signed by an unknown authority (issued by %s): something intercepts HTTPS (antivirus web scanning, a company proxy, a captive portal) "+
+			"or base_url points at the wrong server; turn the interception off, or add its root certificate to the system's certificate store", host, issuer(leaf))
+	case errors.As(err, &he):
+		names := leaf.DNSNames
+		if len(names) == 0 {
+			names = []string{leaf.Subject.CommonName}
+		}
+		return fmt.Sprintf("the certificate presented is for %s, not %s: base_url points at the wrong server, or something intercepts HTTPS", shortList(names), host)
+	}
+	return fmt.Sprintf("the certificate of %s is not valid: %v", host, ve.Err)
+}
+
+func issuer(c *x509.Certificate) string {
+	if n := c.Issuer.CommonName; n != "" {
+		return n
+	}
+	if len(c.Issuer.Organization) > 0 {
+		return c.Issuer.Organization[0]
+	}
+	return "an unnamed issuer"
+}
+
+// transport is the HTTP transport of every request the doctor makes to the
+// upstream and the account API: straight there (no proxy from the
+// environment), resolving through r.resolver, verifying with the
+// configured roots and clock.
+func (r *runner) transport() *http.Transport {
+	return &http.Transport{
+		DialContext:         r.dial,
+		TLSClientConfig:     &tls.Config{RootCAs: r.o.RootCAs, Time: r.o.Now},
+		ForceAttemptHTTP2:   true,
+		TLSHandshakeTimeout: tlsTimeout,
+	}
+}
+
+// dial connects to addr, resolving its host the way checkDNS found works.
+func (r *runner) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	var addrs []string
+	switch {
+	case net.ParseIP(host) != nil:
+		addrs = []string{host}
+	case strings.EqualFold(host, r.target.host) && r.addrs != nil:
+		addrs = r.addrs
+	default:
+		if addrs, err = r.resolver.LookupHost(ctx, host); err != nil {
+			return nil, err
+		}
+	}
+	var first error
+	for _, a := range addrs {
+		c, err := r.o.Dial(ctx, network, net.JoinHostPort(a, port))
+		if err == nil {
+			return c, nil
+		}
+		if first == nil {
+			first = err
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if first == nil {
+		first = fmt.Errorf("no addresses for %s", host)
+	}
+	return nil, first
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+}
+
+func ms(d time.Duration) string {
+	if d < time.Millisecond {
+		return "<1ms"
+	}
+	return d.Round(time.Millisecond).String()
+}

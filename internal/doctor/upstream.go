@@ -1,0 +1,171 @@
+package doctor
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/chutes-proxy/chutes-proxy/internal/catalog"
+	"github.com/chutes-proxy/chutes-proxy/internal/config"
+	"github.com/chutes-proxy/chutes-proxy/internal/diagnose"
+	"github.com/chutes-proxy/chutes-proxy/internal/failover"
+)
+
+// The upstream's HTTP API: its model list, and one real completion.
+
+// checkModels fetches {base_url}/models without a key (Chutes serves it to
+// anyone), as the proxy's probe does. On success r.known is set.
+func (r *runner) checkModels(ctx context.Context) Result {
+	base := r.target.base
+	if !r.secured {
+		return warn(CheckModels, "not tried until the connection checks above pass")
+	}
+	ctx, cancel := context.WithTimeout(ctx, modelsTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/models", nil)
+	if err != nil {
+		return fail(CheckModels, "cannot build the request for %s/models: %v", base, err)
+	}
+	req.Header.Set("Accept", "application/json")
+	start := time.Now()
+	resp, err := r.client.Do(req)
+	if err != nil {
+		if isTimeout(err) {
+			return warn(CheckModels, "GET %s/models got no answer within %s although the connection works: Chutes is slow or down (Chutes' side); try again in a minute", base, modelsTimeout)
+		}
+		return fail(CheckModels, "GET %s/models failed: %v", base, unwrapURL(err))
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	took := ms(time.Since(start))
+	if err != nil {
+		return warn(CheckModels, "GET %s/models broke off while reading the list: %v; try again", base, err)
+	}
+	ue := &failover.UpstreamError{Status: resp.StatusCode, Body: body, ContentType: resp.Header.Get("Content-Type")}
+	switch code := resp.StatusCode; {
+	case code == http.StatusOK:
+		entries, perr := catalog.Parse(body)
+		if perr != nil {
+			seen := "not a model list: " + perr.Error()
+			if looksHTML(body) {
+				seen = "an HTML page"
+			}
+			return fail(CheckModels, "%s", diagnose.WrongURL(base, seen).Message)
+		}
+		ids := make([]string, len(entries))
+		for i, e := range entries {
+			ids[i] = e.ID
+		}
+		r.known = ids
+		if len(ids) == 0 {
+			return warn(CheckModels, "GET %s/models answered 200 in %s, but the list is empty: Chutes' side, or base_url points at another server", base, took)
+		}
+		return ok(CheckModels, "GET %s/models answered 200 in %s: %d models", base, took, len(ids))
+	case code == http.StatusNotFound || looksHTML(body):
+		return fail(CheckModels, "%s", diagnose.WrongURL(base, fmt.Sprintf("GET /models answered %d: %s", code, ue.Reason())).Message)
+	case code == http.StatusTooManyRequests || code >= 500:
+		return warn(CheckModels, "GET %s/models answered %d (%s): that is Chutes' side, not yours; try again in a minute", base, code, ue.Reason())
+	}
+	return fail(CheckModels, "GET %s/models answered %d (%s), which Chutes does not do for the model list: check base_url", base, resp.StatusCode, ue.Reason())
+}
+
+// checkLive sends one minimal completion to the first configured model,
+// with the configured key: what no other check can prove (key, balance and
+// model together). It costs one request of the daily quota.
+func (r *runner) checkLive(ctx context.Context) Result {
+	cfg := r.cfg
+	key := cfg.Upstream.APIKey.Reveal()
+	const costs = "it counted as 1 request against your daily quota"
+	switch {
+	case len(cfg.Models) == 0:
+		return warn(CheckLive, "not sent: no [[models]] configured to send it to; add one to proxy.toml")
+	case key == "":
+		return warn(CheckLive, "not sent: no key configured (chutes-proxy forwards each app's key, which the doctor does not have)")
+	case !r.secured:
+		return warn(CheckLive, "not sent until the connection checks above pass")
+	}
+	model := cfg.Models[0].ID
+	ctx, cancel := context.WithTimeout(ctx, liveTimeout)
+	defer cancel()
+	payload, _ := json.Marshal(map[string]any{
+		"model":      model,
+		"messages":   []map[string]string{{"role": "user", "content": "Reply with one word: ok"}},
+		"max_tokens": 1,
+		"stream":     false,
+	})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.target.base+"/chat/completions", bytes.NewReader(payload))
+	if err != nil {
+		return fail(CheckLive, "cannot build the request: %v", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	start := time.Now()
+	resp, err := r.client.Do(req)
+	if err != nil {
+		if isTimeout(err) {
+			return warn(CheckLive, "%s did not answer within %s: the model is slow or overloaded (Chutes' side); your fallbacks take over when the proxy runs", model, liveTimeout)
+		}
+		return fail(CheckLive, "sending a completion to %s failed: %v", model, unwrapURL(err))
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	took := ms(time.Since(start))
+
+	env := diagnose.Env{
+		BaseURL:       r.target.base,
+		KeyPrefix:     config.Redact(key),
+		KeyLooksWrong: !strings.HasPrefix(key, "cpk_"),
+		Known:         func() []string { return r.known },
+		Account:       func() string { return r.account },
+	}
+	ue := &failover.UpstreamError{Status: resp.StatusCode, Body: body, ContentType: resp.Header.Get("Content-Type")}
+	switch code := resp.StatusCode; {
+	case code == http.StatusOK:
+		var c struct {
+			Choices []json.RawMessage `json:"choices"`
+		}
+		if json.Unmarshal(body, &c) != nil || len(c.Choices) == 0 {
+			seen := "a 200 answer without choices"
+			if looksHTML(body) {
+				seen = "an HTML page"
+			}
+			return fail(CheckLive, "%s", diagnose.WrongURL(r.target.base, seen).Message)
+		}
+		return ok(CheckLive, "%s answered a 1-token completion in %s: key, balance and model work end to end (%s)", model, took, costs)
+	case code == http.StatusUnauthorized || code == http.StatusForbidden:
+		return fail(CheckLive, "%s", diagnose.InvalidKey(ue.Reason(), env).Message)
+	case code == http.StatusNotFound && r.known != nil && slices.Contains(r.known, model):
+		return warn(CheckLive, "%s is listed but answered 404 (%s): no instance of it is running right now (Chutes' side); the fallbacks take over when the proxy runs", model, ue.Reason())
+	case code == http.StatusNotFound:
+		return fail(CheckLive, "%s", diagnose.ModelNotFound(model, env).Message)
+	case code == http.StatusTooManyRequests || code >= 500:
+		return warn(CheckLive, "%s answered %d (%s): busy or down right now, which is Chutes' side, not yours; the fallbacks take over when the proxy runs", model, code, ue.Reason())
+	}
+	// 400, 402, 413, 422 and the like: the proxy's own diagnosis.
+	e := diagnose.Explain(failover.Result{Requested: model}, ue, env)
+	return fail(CheckLive, "%s answered %d: %s", model, resp.StatusCode, e.Message)
+}
+
+func looksHTML(b []byte) bool {
+	s := strings.TrimSpace(string(b[:min(len(b), 256)]))
+	return strings.HasPrefix(s, "<")
+}
+
+// unwrapURL drops url.Error's `Get "URL":` prefix, which the line says
+// already.
+func unwrapURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
