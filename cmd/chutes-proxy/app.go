@@ -4,25 +4,72 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"sync"
 
 	"github.com/chutes-proxy/chutes-proxy/internal/catalog"
 	"github.com/chutes-proxy/chutes-proxy/internal/config"
 	"github.com/chutes-proxy/chutes-proxy/internal/failover"
+	"github.com/chutes-proxy/chutes-proxy/internal/health"
 	"github.com/chutes-proxy/chutes-proxy/internal/proxy"
+	"github.com/chutes-proxy/chutes-proxy/internal/quota"
 )
 
-// app wires the proxy's parts for one process.
+// app wires the proxy's parts for one process: the health Monitor hears
+// every attempt (as the router's Observer), serves /, /status and /metrics,
+// and probes the upstream in the background; the quota Counter counts
+// upstream attempts and gates requests at [quota] daily_requests.
 type app struct {
 	log     *slog.Logger
 	proxy   *proxy.Server
+	monitor *health.Monitor
+	quota   *quota.Counter
 	handler http.Handler
+
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
 }
 
 func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, error) {
-	router := failover.New(cfg, log, nil)
+	q := quota.Open(quota.Options{File: quotaFile(cfg, log), Limit: cfg.Quota.DailyRequests, Logger: log})
+	mon := health.New(health.Options{Logger: log, Quota: q})
+	router := failover.New(cfg, log, mon)
 	cat := catalog.New()
-	srv := proxy.New(proxy.Options{Config: cfg, Router: router, Catalog: cat, Logger: log.With("component", "proxy")})
-	return &app{log: log, proxy: srv, handler: srv}, nil
+	srv := proxy.New(proxy.Options{
+		Config:  cfg,
+		Router:  router,
+		Catalog: cat,
+		Logger:  log.With("component", "proxy"),
+		Pages:   mon.Handler(),
+		Gate:    q.Gate,
+	})
+	mon.Attach(router, cat, srv.Client)
+
+	a := &app{log: log, proxy: srv, monitor: mon, quota: q, handler: mon.CountRequests(srv)}
+	actx, cancel := context.WithCancel(ctx)
+	a.cancel = cancel
+	a.wg.Add(2)
+	go func() { defer a.wg.Done(); mon.Run(actx) }()
+	go func() { defer a.wg.Done(); q.Run(actx) }()
+	return a, nil
+}
+
+// quotaFile is where the daily count is kept: [quota] state_file, else the
+// user's state directory when a cap is set; "" (memory only) otherwise, so
+// that a proxy without a cap writes nothing.
+func quotaFile(cfg *config.Config, log *slog.Logger) string {
+	if cfg.Quota.StateFile != "" {
+		return cfg.Quota.StateFile
+	}
+	if cfg.Quota.DailyRequests <= 0 {
+		return ""
+	}
+	f, err := quota.DefaultFile()
+	if err != nil {
+		log.Warn("the daily count is kept in memory only", "err", err)
+		return ""
+	}
+	return f
 }
 
 // reload loads the config again and swaps it in when valid.
@@ -39,7 +86,22 @@ func (a *app) reload(opts config.Options, listen, why string) {
 		a.log.Warn(n)
 	}
 	a.proxy.Reload(cfg)
+	a.quota.SetLimit(cfg.Quota.DailyRequests)
+	a.quota.SetFile(quotaFile(cfg, a.log))
+	a.monitor.Wake() // probe now: the upstream, key or interval may have changed
 	a.log.Info("config reloaded", "why", why, "config", cfg.SourceName(), "models", len(cfg.Models))
 }
 
-func (a *app) close() { a.proxy.Close() }
+// close stops the probe and the quota writer, writes the last counts and
+// releases idle upstream connections. It runs after the server drained, so
+// every attempt of the last requests is counted.
+func (a *app) close() {
+	a.closeOnce.Do(func() {
+		a.cancel()
+		a.wg.Wait()
+		if err := a.quota.Close(); err != nil {
+			a.log.Warn("the last quota counts were not saved", "err", err)
+		}
+		a.proxy.Close()
+	})
+}

@@ -2,11 +2,195 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/chutes-proxy/chutes-proxy/internal/health"
 )
 
-func runStatus(_ context.Context, _ []string, _, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "chutes-proxy status: not built yet")
-	return 1
+// defaultStatusURL is where a proxy with the default config listens.
+const defaultStatusURL = "http://127.0.0.1:8787"
+
+func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("status", "Print a running proxy's headline and per-model table, from its /status.", stdout, stderr)
+	base := fs.String("url", defaultStatusURL, "the proxy's address")
+	if code, done := parse(fs, args); done {
+		return code
+	}
+	u := statusURL(*base)
+	st, err := fetchStatus(ctx, u)
+	if err != nil {
+		fmt.Fprintln(stderr, "chutes-proxy status:", err)
+		return 1
+	}
+	printStatus(stdout, st, time.Now())
+	return 0
+}
+
+// statusURL accepts what a user may type: "127.0.0.1:8787", the base URL
+// the app uses (".../v1"), or the status URL itself.
+func statusURL(s string) string {
+	s = strings.TrimSpace(s)
+	if !strings.Contains(s, "://") {
+		s = "http://" + s
+	}
+	s = strings.TrimRight(s, "/")
+	s = strings.TrimSuffix(s, "/status")
+	s = strings.TrimSuffix(s, "/v1")
+	return s + "/status"
+}
+
+func fetchStatus(ctx context.Context, u string) (*health.Status, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, fmt.Errorf("bad --url: %w", err)
+	}
+	c := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
+	resp, err := c.Do(req)
+	if err != nil {
+		var op *net.OpError
+		switch {
+		case errors.Is(err, syscall.ECONNREFUSED):
+			return nil, fmt.Errorf("no chutes-proxy runs at %s (connection refused). Start it with `chutes-proxy serve`, or pass --url with the address it listens on (its log says it)", strings.TrimSuffix(u, "/status"))
+		case errors.Is(err, context.DeadlineExceeded):
+			return nil, fmt.Errorf("%s did not answer within 10 s: is it a chutes-proxy?", u)
+		case errors.As(err, &op):
+			return nil, fmt.Errorf("cannot reach %s: %v. Is chutes-proxy running there? Pass --url to point elsewhere", u, op.Err)
+		}
+		return nil, fmt.Errorf("cannot reach %s: %w", u, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", u, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s answered %s: is it a chutes-proxy (version with /status)?", u, resp.Status)
+	}
+	var st health.Status
+	if err := json.Unmarshal(body, &st); err != nil || st.Headline == "" {
+		return nil, fmt.Errorf("%s did not answer with chutes-proxy's status JSON: is it a chutes-proxy?", u)
+	}
+	return &st, nil
+}
+
+// printStatus writes the headline, the per-model table, the chains and the
+// quota lines.
+func printStatus(w io.Writer, st *health.Status, now time.Time) {
+	fmt.Fprintln(w, st.Headline)
+	for _, warn := range st.Warnings {
+		fmt.Fprintln(w, "warning:", warn)
+	}
+	fmt.Fprintln(w)
+
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "MODEL\tSTATE\tAVAILABLE\tSUCCESS\tP50\tP95\tREQS\tNOTE")
+	for _, m := range st.Models {
+		avail, note := "yes", "-"
+		if e := m.LastError; e != nil {
+			note = e.Reason
+			if e.Status != 0 {
+				note = strconv.Itoa(e.Status) + " " + note
+			}
+			note = "last error " + agoText(now.Sub(e.Time)) + ": " + clip(note, 60)
+		}
+		if !m.Available {
+			avail = "no"
+			if m.WhyUnavailable != "" {
+				note = m.WhyUnavailable
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", m.ID, m.State, avail,
+			pct(m.SuccessRate), msText(m.LatencyP50MS), msText(m.LatencyP95MS), m.Requests, note)
+	}
+	tw.Flush()
+	if len(st.Models) > 0 {
+		fmt.Fprintf(w, "(success, latency and requests over the last %d min)\n", st.Models[0].WindowS/60)
+	}
+
+	if len(st.Chains) > 0 {
+		fmt.Fprintln(w, "\nChains:")
+		for _, c := range st.Chains {
+			name := c.Model
+			if len(c.Aliases) > 0 {
+				name = strings.Join(c.Aliases, ", ")
+			}
+			serving := "no model available"
+			if c.Serving != "" {
+				serving = "serving: " + c.Serving
+			}
+			fmt.Fprintf(w, "  %s: %s  (%s)\n", name, strings.Join(c.Chain, " → "), serving)
+		}
+	}
+
+	fmt.Fprintln(w)
+	up := "not probed"
+	if r := st.Upstream.Reachable; r != nil && st.Upstream.Probe != nil {
+		if *r {
+			up = fmt.Sprintf("reachable, %d ms", st.Upstream.Probe.LatencyMS)
+		} else {
+			up = "unreachable (" + st.Upstream.Probe.FailedStep + "): " + st.Upstream.Probe.Error
+		}
+	} else if st.Upstream.ProbeIntervalS == 0 {
+		up = "not probed ([health] probe_interval is 0s)"
+	}
+	fmt.Fprintf(w, "Upstream:  %s %s\n", st.Upstream.BaseURL, up)
+	key := st.Key.State
+	if st.Key.Prefix != "" {
+		key = st.Key.Prefix + " " + key
+	}
+	fmt.Fprintf(w, "Key:       %s\n", key)
+	if a := st.Account; a != nil && a.Summary != "" {
+		fmt.Fprintf(w, "Chutes:    %s\n", a.Summary)
+	}
+	if q := st.Quota; q != nil {
+		if q.Limit > 0 {
+			fmt.Fprintf(w, "Proxy:     %d of %d requests today (cap resets at 00:00 UTC)\n", q.Count, q.Limit)
+		} else {
+			fmt.Fprintf(w, "Proxy:     %d requests today (no cap)\n", q.Count)
+		}
+	}
+}
+
+func pct(v *float64) string {
+	if v == nil {
+		return "-"
+	}
+	return strconv.Itoa(int(*v*100+0.5)) + "%"
+}
+
+func msText(v *int64) string {
+	if v == nil {
+		return "-"
+	}
+	return strconv.FormatInt(*v, 10) + "ms"
+}
+
+func clip(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n-1]) + "…"
+}
+
+func agoText(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return strconv.Itoa(int(max(d.Seconds(), 0))) + "s ago"
+	case d < time.Hour:
+		return strconv.Itoa(int(d.Minutes())) + "m ago"
+	}
+	return strconv.Itoa(int(d.Hours())) + "h ago"
 }

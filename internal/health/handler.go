@@ -1,0 +1,80 @@
+package health
+
+import (
+	_ "embed"
+	"encoding/json"
+	"net/http"
+)
+
+// page is the status page: one self-contained file (no CDN, no build step)
+// that polls /status every few seconds.
+//
+//go:embed page.html
+var page []byte
+
+// pageCSP lets the page run its own inline script and style and fetch
+// /status, nothing else.
+const pageCSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+// Handler serves "/" (the page), "/status" (JSON) and "/metrics"
+// (Prometheus text); it is proxy.Options.Pages. None of them shows the key
+// beyond its redacted prefix.
+func (m *Monitor) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed: use GET", http.StatusMethodNotAllowed)
+			return
+		}
+		h := w.Header()
+		h.Set("Cache-Control", "no-store")
+		h.Set("X-Content-Type-Options", "nosniff")
+		switch r.URL.Path {
+		case "/":
+			h.Set("Content-Type", "text/html; charset=utf-8")
+			h.Set("Content-Security-Policy", pageCSP)
+			h.Set("Referrer-Policy", "no-referrer")
+			_, _ = w.Write(page)
+		case "/status":
+			b, err := json.MarshalIndent(m.Status(), "", "  ")
+			if err != nil {
+				http.Error(w, "status: "+err.Error(), http.StatusInternalServerError)
+				return
+			}
+			h.Set("Content-Type", "application/json")
+			_, _ = w.Write(append(b, '\n'))
+		case "/metrics":
+			m.metrics.handler.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// CountRequests wraps the proxy's handler and counts each chat, completion
+// and embedding request by the model that served it and its outcome, read
+// from the response headers the proxy sets (X-Chutes-Proxy-Model,
+// X-Chutes-Proxy-Error). It adds nothing to the response.
+func (m *Monitor) CountRequests(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(w, r)
+		h := w.Header()
+		if h.Get("X-Chutes-Proxy-Attempts") == "" {
+			return // not a forwarded request, or the client left first
+		}
+		model := h.Get("X-Chutes-Proxy-Model")
+		if model == "" {
+			model = "none"
+		} else {
+			model = m.label(model)
+		}
+		outcome := h.Get("X-Chutes-Proxy-Error")
+		switch {
+		case outcome == "":
+			outcome = "served"
+		case len(outcome) > 40:
+			outcome = "other"
+		}
+		m.metrics.requests.WithLabelValues(model, outcome).Inc()
+	})
+}

@@ -1,0 +1,206 @@
+package health_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/chutes-proxy/chutes-proxy/internal/catalog"
+	"github.com/chutes-proxy/chutes-proxy/internal/config"
+	"github.com/chutes-proxy/chutes-proxy/internal/failover"
+	"github.com/chutes-proxy/chutes-proxy/internal/health"
+	"github.com/chutes-proxy/chutes-proxy/internal/proxy"
+	"github.com/chutes-proxy/chutes-proxy/internal/quota"
+	"github.com/chutes-proxy/chutes-proxy/internal/simulator"
+)
+
+// TestMain fails the package if a test leaves a goroutine behind: Run and
+// every probe must return when their context ends.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// testKey is the configured key; no response may contain it whole.
+const testKey = "cpk_health0123456789.secretpartsecretpart"
+
+// Models of the harness's chain.
+const (
+	mHead = "deepseek-ai/DeepSeek-R1"
+	mBack = "Qwen/Qwen2.5-72B-Instruct"
+	mLast = "chutesai/Mistral-Small-3.1-24B-Instruct-2503"
+)
+
+// harness is a simulated Chutes, the proxy in front of it wired as app.go
+// does (the Monitor as Observer, Pages and request counter; the quota
+// Counter as Gate), both on loopback.
+type harness struct {
+	sim     *simulator.Simulator
+	simURL  string
+	cfg     *config.Config
+	mon     *health.Monitor
+	quota   *quota.Counter
+	srv     *proxy.Server
+	url     string
+	client  *http.Client
+	account *fakeAccount
+}
+
+type harnessOpt func(*config.Config)
+
+func newHarness(t *testing.T, opts ...harnessOpt) *harness {
+	t.Helper()
+	h := &harness{}
+	h.sim = simulator.New(simulator.Scenario{Seed: 1, Models: []simulator.ModelScenario{
+		{ID: mHead}, {ID: mBack}, {ID: mLast},
+	}})
+	up := httptest.NewServer(h.sim)
+	t.Cleanup(up.Close)
+	t.Cleanup(h.sim.Close)
+	h.simURL = up.URL
+
+	cfg, err := config.Load(config.Options{Getenv: func(string) string { return "" }, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Upstream.BaseURL = up.URL + "/v1"
+	cfg.Upstream.APIKey = testKey
+	cfg.Upstream.AccountURL = ""
+	cfg.Upstream.FirstByteTimeout = config.Duration(2 * time.Second)
+	cfg.Health.ProbeInterval = 0
+	cfg.Breaker.Failures = 3
+	cfg.Breaker.Cooldown = config.Duration(time.Minute)
+	cfg.Models = []config.Model{{ID: mHead, Aliases: []string{"auto"}, Fallbacks: []string{mBack, mLast}}}
+	for _, o := range opts {
+		o(cfg)
+	}
+	h.cfg = cfg
+
+	h.quota = quota.Open(quota.Options{Limit: cfg.Quota.DailyRequests})
+	h.mon = health.New(health.Options{Quota: h.quota})
+	router := failover.New(cfg, nil, h.mon)
+	cat := catalog.New()
+	h.srv = proxy.New(proxy.Options{Config: cfg, Router: router, Catalog: cat, Pages: h.mon.Handler(), Gate: h.quota.Gate})
+	h.mon.Attach(router, cat, h.srv.Client)
+	ts := httptest.NewServer(h.mon.CountRequests(h.srv))
+	t.Cleanup(ts.Close)
+	t.Cleanup(h.srv.Close)
+	h.url = ts.URL
+	h.client = ts.Client()
+	t.Cleanup(h.client.CloseIdleConnections)
+	return h
+}
+
+// run starts the Monitor's loop until the test ends.
+func (h *harness) run(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { h.mon.Run(ctx) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
+}
+
+// chat sends one chat completion for model and returns the status and the
+// model that served.
+func (h *harness) chat(t *testing.T, model string) (int, string) {
+	t.Helper()
+	resp, err := h.client.Post(h.url+"/v1/chat/completions", "application/json",
+		strings.NewReader(`{"model":"`+model+`","messages":[{"role":"user","content":"hi"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, resp.Header.Get("X-Chutes-Proxy-Model")
+}
+
+// get returns the body of GET path.
+func (h *harness) get(t *testing.T, path string) (string, http.Header) {
+	t.Helper()
+	resp, err := h.client.Get(h.url + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %d %s", path, resp.StatusCode, b)
+	}
+	return string(b), resp.Header
+}
+
+// status decodes GET /status.
+func (h *harness) status(t *testing.T) health.Status {
+	t.Helper()
+	body, _ := h.get(t, "/status")
+	var s health.Status
+	if err := json.Unmarshal([]byte(body), &s); err != nil {
+		t.Fatalf("/status is not JSON: %v\n%s", err, body)
+	}
+	if strings.Contains(body, testKey) || strings.Contains(body, "secretpart") {
+		t.Fatalf("/status shows the key:\n%s", body)
+	}
+	return s
+}
+
+func model(t *testing.T, s health.Status, id string) health.ModelStatus {
+	t.Helper()
+	for _, m := range s.Models {
+		if m.ID == id {
+			return m
+		}
+	}
+	t.Fatalf("no model %s in /status", id)
+	return health.ModelStatus{}
+}
+
+// fakeAccount is Chutes' account API: quota_usage and users/me answer what
+// the test sets; it records the Authorization it saw.
+type fakeAccount struct {
+	mu         sync.Mutex
+	quotaCode  int
+	quotaBody  string
+	userCode   int
+	userBody   string
+	auth       []string
+	calls      int
+	server     *httptest.Server
+	waitBefore time.Duration
+}
+
+func newFakeAccount(t *testing.T) *fakeAccount {
+	f := &fakeAccount{quotaCode: 200, quotaBody: `{"quota":300,"used":15,"chute_id":"*"}`, userCode: 200,
+		userBody: `{"user_id":"u1","username":"someone","balance":10.5}`}
+	f.server = httptest.NewServer(f)
+	t.Cleanup(f.server.Close)
+	return f
+}
+
+func (f *fakeAccount) set(quotaCode int, quotaBody string, userCode int, userBody string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.quotaCode, f.quotaBody, f.userCode, f.userBody = quotaCode, quotaBody, userCode, userBody
+}
+
+func (f *fakeAccount) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	f.auth = append(f.auth, r.Header.Get("Authorization"))
+	f.calls++
+	code, body := 404, `{"detail":"Not Found"}`
+	switch r.URL.Path {
+	case health.QuotaUsagePath:
+		code, body = f.quotaCode, f.quotaBody
+	case health.UserPath:
+		code, body = f.userCode, f.userBody
+	}
+	f.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	io.WriteString(w, body)
+}

@@ -1,0 +1,154 @@
+package health
+
+import (
+	"math"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sony/gobreaker/v2"
+
+	"github.com/chutes-proxy/chutes-proxy/internal/failover"
+)
+
+// metrics is the Monitor's Prometheus side, on a registry of its own (no
+// globals, so tests and several Monitors in one process never collide).
+// Counters are updated on the hot path; state (breakers, quota, balance,
+// reachability) is read at scrape time by the collector below.
+type metrics struct {
+	reg       *prometheus.Registry
+	requests  *prometheus.CounterVec
+	attempts  *prometheus.CounterVec
+	failovers *prometheus.CounterVec
+	skips     *prometheus.CounterVec
+	ttfb      *prometheus.HistogramVec
+	handler   http.Handler
+}
+
+func newMetrics(m *Monitor) *metrics {
+	x := &metrics{reg: prometheus.NewRegistry()}
+	x.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "chutes_proxy_requests_total",
+		Help: "Client requests to the chat, completion and embedding endpoints, by the model that served (\"none\" if none) and outcome (\"served\" or the error code).",
+	}, []string{"model", "outcome"})
+	x.attempts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "chutes_proxy_attempts_total",
+		Help: "Upstream attempts and skips per model, by kind (served, failed, returned, canceled; breaker_open, cooling, local_limit, context_too_small for skips).",
+	}, []string{"model", "kind"})
+	x.failovers = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "chutes_proxy_failovers_total",
+		Help: "Moves along a fallback chain from one model to the next.",
+	}, []string{"from", "to"})
+	x.skips = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "chutes_proxy_limiter_skips_total",
+		Help: "Models skipped because the proxy's own rate limit had no token within max_wait.",
+	}, []string{"model"})
+	x.ttfb = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "chutes_proxy_ttfb_seconds",
+		Help:    "Time to the first byte of a served upstream response.",
+		Buckets: []float64{0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 13, 20, 30, 60},
+	}, []string{"model"})
+	x.reg.MustRegister(x.requests, x.attempts, x.failovers, x.skips, x.ttfb, stateCollector{m},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	x.handler = promhttp.HandlerFor(x.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+	return x
+}
+
+func (x *metrics) attempt(model string, a failover.Attempt, latency time.Duration) {
+	kind := a.Kind
+	if kind == "" {
+		kind = "unknown"
+	}
+	x.attempts.WithLabelValues(model, kind).Inc()
+	switch kind {
+	case failover.KindServed:
+		x.ttfb.WithLabelValues(model).Observe(latency.Seconds())
+	case failover.KindLocalLimit:
+		x.skips.WithLabelValues(model).Inc()
+	}
+}
+
+func (x *metrics) failover(from, to string) { x.failovers.WithLabelValues(from, to).Inc() }
+
+// Gatherer is the Monitor's registry, for tests and for embedding its
+// metrics elsewhere.
+func (m *Monitor) Gatherer() prometheus.Gatherer { return m.metrics.reg }
+
+var (
+	descBreaker   = prometheus.NewDesc("chutes_proxy_breaker_state", "Circuit breaker state per model: 0 closed, 1 half-open, 2 open.", []string{"model"}, nil)
+	descAvailable = prometheus.NewDesc("chutes_proxy_model_available", "1 when the model would be tried now (breaker not open, not cooling after a 429, listed upstream).", []string{"model"}, nil)
+	descQuotaUsed = prometheus.NewDesc("chutes_proxy_quota_used", "Requests used today (UTC): source=\"proxy\" is the proxy's own count, source=\"chutes\" Chutes' account API.", []string{"source"}, nil)
+	descQuotaMax  = prometheus.NewDesc("chutes_proxy_quota_limit", "Daily request limit: source=\"proxy\" is [quota] daily_requests, source=\"chutes\" the account's quota; 0 = none.", []string{"source"}, nil)
+	descBalance   = prometheus.NewDesc("chutes_proxy_account_balance_dollars", "Chutes account balance in USD, when the account API answers.", nil, nil)
+	descKey       = prometheus.NewDesc("chutes_proxy_key_accepted", "1 when Chutes' account API accepted the configured key, 0 when it rejected it; absent when unknown.", nil, nil)
+	descUp        = prometheus.NewDesc("chutes_proxy_upstream_up", "1 when the last probe of GET {base_url}/models succeeded, 0 when it failed; absent before the first probe.", nil, nil)
+	descProbe     = prometheus.NewDesc("chutes_proxy_probe_duration_seconds", "Duration of the last upstream probe.", nil, nil)
+)
+
+// stateCollector reads the Monitor's state at scrape time.
+type stateCollector struct{ m *Monitor }
+
+func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descBreaker, descAvailable, descQuotaUsed, descQuotaMax, descBalance, descKey, descUp, descProbe} {
+		ch <- d
+	}
+}
+
+func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
+	m := c.m
+	if m.router != nil {
+		now := m.now()
+		for _, fm := range m.router.Models() {
+			label := m.label(fm.ID)
+			if label == "other" {
+				continue
+			}
+			st := fm.State()
+			v := 0.0
+			switch st {
+			case gobreaker.StateHalfOpen:
+				v = 1
+			case gobreaker.StateOpen:
+				v = 2
+			}
+			ch <- prometheus.MustNewConstMetric(descBreaker, prometheus.GaugeValue, v, label)
+			avail := st != gobreaker.StateOpen && fm.CoolingUntil(now).IsZero()
+			if m.catalog != nil {
+				if listed, known := m.catalog.Listed(fm.ID); known && !listed {
+					avail = false
+				}
+			}
+			ch <- prometheus.MustNewConstMetric(descAvailable, prometheus.GaugeValue, b2f(avail), label)
+		}
+	}
+	if m.quota != nil {
+		s := m.quota.Snapshot()
+		ch <- prometheus.MustNewConstMetric(descQuotaUsed, prometheus.GaugeValue, float64(s.Count), "proxy")
+		ch <- prometheus.MustNewConstMetric(descQuotaMax, prometheus.GaugeValue, float64(s.Limit), "proxy")
+	}
+	if a, ok := m.Account(); ok {
+		if a.KeyState != KeyUnknown {
+			ch <- prometheus.MustNewConstMetric(descKey, prometheus.GaugeValue, b2f(a.KeyState == KeyAccepted))
+		}
+		if a.HasQuota {
+			ch <- prometheus.MustNewConstMetric(descQuotaUsed, prometheus.GaugeValue, a.QuotaUsed, "chutes")
+			ch <- prometheus.MustNewConstMetric(descQuotaMax, prometheus.GaugeValue, a.QuotaLimit, "chutes")
+		}
+		if a.HasBalance && !math.IsNaN(a.Balance) {
+			ch <- prometheus.MustNewConstMetric(descBalance, prometheus.GaugeValue, a.Balance)
+		}
+	}
+	if r, ok := m.Reachability(); ok {
+		ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, b2f(r.OK()))
+		ch <- prometheus.MustNewConstMetric(descProbe, prometheus.GaugeValue, float64(r.LatencyMS)/1000)
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

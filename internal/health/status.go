@@ -1,0 +1,507 @@
+package health
+
+import (
+	"fmt"
+	"math"
+	"net/url"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+
+	"github.com/chutes-proxy/chutes-proxy/internal/config"
+	"github.com/chutes-proxy/chutes-proxy/internal/diagnose"
+	"github.com/chutes-proxy/chutes-proxy/internal/quota"
+)
+
+// Levels of Status.Level.
+const (
+	LevelOK    = "ok"
+	LevelWarn  = "warn"
+	LevelError = "error"
+)
+
+// Key states /status adds to the account API's.
+const (
+	// KeyNotConfigured: no [upstream] api_key; each app's own key goes to
+	// Chutes, so there is no key to check.
+	KeyNotConfigured = "not_configured"
+	// KeyUnchecked: a key is configured but the account API was not asked
+	// (account_url "", probe_interval 0s, or not yet).
+	KeyUnchecked = "unchecked"
+)
+
+// Status is GET /status. README.md documents every field; change both.
+type Status struct {
+	Time     time.Time       `json:"time"`
+	Level    string          `json:"level"`
+	Headline string          `json:"headline"`
+	Warnings []string        `json:"warnings"`
+	Upstream UpstreamStatus  `json:"upstream"`
+	Key      KeyStatus       `json:"key"`
+	Account  *AccountStatus  `json:"account"`
+	Quota    *quota.Snapshot `json:"proxy_quota"`
+	Models   []ModelStatus   `json:"models"`
+	Chains   []Chain         `json:"chains"`
+}
+
+// UpstreamStatus is the upstream's reachability.
+type UpstreamStatus struct {
+	BaseURL string `json:"base_url"`
+	// Reachable is null until a probe ran (or with the probe off).
+	Reachable *bool `json:"reachable"`
+	// ProbeIntervalS is [health] probe_interval in seconds; 0 = off.
+	ProbeIntervalS float64 `json:"probe_interval_s"`
+	// Probe is the last probe, null when none ran.
+	Probe *Reachability `json:"probe"`
+}
+
+// KeyStatus describes the configured key without showing it.
+type KeyStatus struct {
+	// Prefix is the key redacted to its first characters ("cpk_ab…"),
+	// "" when none is configured.
+	Prefix string `json:"prefix"`
+	// State is accepted, rejected, unknown, unchecked or not_configured.
+	State  string `json:"state"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// AccountStatus is what Chutes' account API said. Numbers it did not send
+// are null.
+type AccountStatus struct {
+	CheckedAt time.Time `json:"checked_at"`
+	// QuotaLimit is Chutes' daily request quota; 0 means unlimited.
+	QuotaLimit *float64 `json:"quota_limit"`
+	// QuotaUsed is today's count as Chutes reports it (it lags).
+	QuotaUsed *float64 `json:"quota_used"`
+	// UsedToday is the larger of QuotaUsed and the proxy's own count.
+	UsedToday *float64 `json:"used_today"`
+	// QuotaReset is when Chutes' quota resets (00:00 UTC).
+	QuotaReset time.Time `json:"quota_reset"`
+	Balance    *float64  `json:"balance"`
+	Summary    string    `json:"summary"`
+	Error      string    `json:"error,omitempty"`
+}
+
+// ModelStatus is one model's health.
+type ModelStatus struct {
+	ID string `json:"id"`
+	// State is the breaker's: closed, open or half-open.
+	State     string `json:"state"`
+	Available bool   `json:"available"`
+	// WhyUnavailable says why Available is false.
+	WhyUnavailable string `json:"why_unavailable,omitempty"`
+	// Listed is whether the upstream's model list has it; null when no
+	// list was fetched yet.
+	Listed     *bool    `json:"listed"`
+	Configured bool     `json:"configured"`
+	Aliases    []string `json:"aliases"`
+	// InChains are the chains (by their first model) this model is part of.
+	InChains []string `json:"in_chains"`
+	// SuccessRate is served / (served + failed) over the window; null
+	// without attempts. Answers that are the request's fault (400, 401,
+	// 402 ...) and cancelled attempts are left out.
+	SuccessRate  *float64 `json:"success_rate"`
+	LatencyP50MS *int64   `json:"latency_p50_ms"`
+	LatencyP95MS *int64   `json:"latency_p95_ms"`
+	// Requests and Failures count upstream attempts over the window.
+	Requests      int   `json:"requests"`
+	Failures      int   `json:"failures"`
+	RequestsTotal int64 `json:"requests_total"`
+	WindowS       int   `json:"window_s"`
+	// LastError is the most recent failed attempt, null if none.
+	LastError *LastError `json:"last_error"`
+	// RateLimitTokens is the limiter's tokens now; null when unlimited.
+	RateLimitTokens   *float64   `json:"rate_limit_tokens"`
+	RequestsPerMinute float64    `json:"requests_per_minute"`
+	OpenUntil         *time.Time `json:"open_until"`
+	CoolingUntil      *time.Time `json:"cooling_until"`
+	ContextLength     int        `json:"context_length,omitempty"`
+}
+
+// Chain is a configured model's fallback chain.
+type Chain struct {
+	Model   string   `json:"model"`
+	Aliases []string `json:"aliases"`
+	Chain   []string `json:"chain"`
+	// Serving is the first available model of the chain, where requests
+	// go now; "" when none is.
+	Serving string `json:"serving"`
+}
+
+// Status builds the health picture now.
+func (m *Monitor) Status() Status {
+	now := m.now()
+	cfg := m.router.Config()
+	s := Status{Time: now.UTC(), Warnings: []string{}, Models: []ModelStatus{}, Chains: []Chain{}}
+
+	// Models: every chain in config order, then any other model seen.
+	aliases := map[string][]string{}
+	for a, id := range m.router.Aliases() {
+		aliases[id] = append(aliases[id], a)
+	}
+	for _, v := range aliases {
+		sort.Strings(v)
+	}
+	configured := map[string]bool{}
+	for _, cm := range cfg.Models {
+		configured[cm.ID] = true
+	}
+	var order []string
+	seen := map[string]bool{}
+	inChains := map[string][]string{}
+	for _, cm := range cfg.Models {
+		chain := m.router.Resolve(cm.ID)
+		s.Chains = append(s.Chains, Chain{Model: cm.ID, Aliases: nonNil(aliases[cm.ID]), Chain: chain})
+		for _, id := range chain {
+			inChains[id] = append(inChains[id], cm.ID)
+			if !seen[id] {
+				seen[id] = true
+				order = append(order, id)
+			}
+		}
+	}
+	var others []string
+	for _, rm := range m.router.Models() {
+		if !seen[rm.ID] {
+			seen[rm.ID] = true
+			others = append(others, rm.ID)
+		}
+	}
+	sort.Strings(others)
+	order = append(order, others...)
+
+	byID := map[string]*ModelStatus{}
+	for _, id := range order {
+		ms := m.modelStatus(id, now)
+		ms.Configured = configured[id]
+		ms.Aliases = nonNil(aliases[id])
+		ms.InChains = nonNil(inChains[id])
+		s.Models = append(s.Models, ms)
+	}
+	for i := range s.Models {
+		byID[s.Models[i].ID] = &s.Models[i]
+	}
+	for i := range s.Chains {
+		for _, id := range s.Chains[i].Chain {
+			if byID[id].Available {
+				s.Chains[i].Serving = id
+				break
+			}
+		}
+	}
+
+	// Upstream.
+	s.Upstream = UpstreamStatus{BaseURL: cfg.Upstream.BaseURL, ProbeIntervalS: cfg.Health.ProbeInterval.D().Seconds()}
+	if r, ok := m.Reachability(); ok {
+		s.Upstream.Probe = &r
+		up := r.OK()
+		s.Upstream.Reachable = &up
+	}
+
+	// Key and account.
+	key := cfg.Upstream.APIKey.Reveal()
+	s.Key = KeyStatus{Prefix: config.Redact(key)}
+	own := 0
+	if m.quota != nil {
+		snap := m.quota.Snapshot()
+		s.Quota = &snap
+		own = snap.Count
+		if snap.Warning != "" {
+			s.Warnings = append(s.Warnings, snap.Warning)
+		}
+		if snap.Problem != "" {
+			s.Warnings = append(s.Warnings, snap.Problem)
+		}
+	}
+	a, checked := m.Account()
+	switch {
+	case key == "":
+		s.Key.State, s.Key.Detail = KeyNotConfigured, "no [upstream] api_key: each app's own key is sent to Chutes"
+	case cfg.Upstream.AccountURL == "":
+		s.Key.State, s.Key.Detail = KeyUnchecked, "[upstream] account_url is empty, so the key is not checked"
+	case cfg.Health.ProbeInterval.D() <= 0:
+		s.Key.State, s.Key.Detail = KeyUnchecked, "[health] probe_interval is 0s, so the key is not checked"
+	case !checked:
+		s.Key.State, s.Key.Detail = KeyUnchecked, "not checked yet"
+	default:
+		s.Key.State, s.Key.Detail = a.KeyState, a.Error
+		if a.KeyState != KeyRejected && a.Error != "" {
+			s.Warnings = append(s.Warnings, a.Error)
+		}
+		if a.KeyState != KeyRejected {
+			s.Account = accountStatus(a, own, now)
+			if a.HasQuota && a.QuotaLimit > 0 && !a.QuotaExhausted(own) && *s.Account.UsedToday >= 0.8*a.QuotaLimit {
+				s.Warnings = append(s.Warnings, fmt.Sprintf("%.0f of Chutes' %.0f daily requests used", *s.Account.UsedToday, a.QuotaLimit))
+			}
+		}
+	}
+	if key != "" && !strings.HasPrefix(key, "cpk_") {
+		s.Warnings = append(s.Warnings, "the configured key does not start with cpk_, so it is not a Chutes API key")
+	}
+	s.Level, s.Headline = headline(&s, a)
+	return s
+}
+
+func nonNil(v []string) []string {
+	if v == nil {
+		return []string{}
+	}
+	return v
+}
+
+func accountStatus(a Account, own int, now time.Time) *AccountStatus {
+	as := &AccountStatus{CheckedAt: a.CheckedAt.UTC(), QuotaReset: diagnose.NextUTCMidnight(now), Summary: a.Summary(own, now), Error: a.Error}
+	if a.HasQuota {
+		l, u := a.QuotaLimit, a.QuotaUsed
+		eff := math.Max(u, float64(own))
+		as.QuotaLimit, as.QuotaUsed, as.UsedToday = &l, &u, &eff
+	}
+	if a.HasBalance {
+		b := a.Balance
+		as.Balance = &b
+	}
+	return as
+}
+
+// modelStatus reads one model's breaker, limiter, listing and statistics.
+func (m *Monitor) modelStatus(id string, now time.Time) ModelStatus {
+	fm := m.router.Model(id)
+	ms := ModelStatus{ID: id, State: fm.State().String(), WindowS: int(Window.Seconds())}
+	lim := fm.Limits()
+	ms.RequestsPerMinute = lim.RequestsPerMinute
+	if t := fm.Tokens(); !math.IsInf(t, 0) && !math.IsNaN(t) && lim.RequestsPerMinute > 0 {
+		t = math.Round(t*100) / 100
+		ms.RateLimitTokens = &t
+	}
+	if m.catalog != nil {
+		if listed, known := m.catalog.Listed(id); known {
+			ms.Listed = &listed
+		}
+		if e, ok := m.catalog.Lookup(id); ok {
+			ms.ContextLength = e.ContextLength
+		}
+	}
+	var w window
+	m.mu.RLock()
+	st := m.models[id]
+	m.mu.RUnlock()
+	if st != nil {
+		w = st.window(now)
+	}
+	ms.Requests, ms.Failures, ms.RequestsTotal = w.requests, w.failed, w.total
+	if n := w.served + w.failed; n > 0 {
+		r := math.Round(float64(w.served)/float64(n)*1000) / 1000
+		ms.SuccessRate = &r
+	}
+	if w.hasLat {
+		p50, p95 := w.p50.Milliseconds(), w.p95.Milliseconds()
+		ms.LatencyP50MS, ms.LatencyP95MS = &p50, &p95
+	}
+	if w.hasErr {
+		le := w.lastErr
+		le.Time = le.Time.UTC()
+		ms.LastError = &le
+	}
+
+	ms.Available = true
+	last := ""
+	if w.hasErr {
+		last = shortReason(w.lastErr.Reason)
+	}
+	switch {
+	case fm.State() == gobreaker.StateOpen:
+		u := fm.OpenUntil().UTC()
+		ms.OpenUntil = &u
+		ms.Available = false
+		ms.WhyUnavailable = fmt.Sprintf("circuit open after %d failures in a row", max(lim.Failures, 1))
+		if last != "" {
+			ms.WhyUnavailable += " (last: " + last + ")"
+		}
+		if d := u.Sub(now); d > 0 {
+			ms.WhyUnavailable += "; next try in " + shortDur(d)
+		}
+	case !fm.CoolingUntil(now).IsZero():
+		u := fm.CoolingUntil(now).UTC()
+		ms.CoolingUntil = &u
+		ms.Available = false
+		ms.WhyUnavailable = "overloaded (429); resting for " + shortDur(u.Sub(now))
+	case ms.Listed != nil && !*ms.Listed:
+		ms.Available = false
+		ms.WhyUnavailable = "not in Chutes' model list"
+	}
+	return ms
+}
+
+// shortReason trims an upstream reason for a sentence: "No instances
+// available (yet) for chute_id=…" → "no instances available".
+func shortReason(r string) string {
+	if i := strings.Index(r, " for chute_id"); i > 0 {
+		r = r[:i]
+	}
+	r = strings.TrimRight(strings.TrimSpace(r), ".")
+	r = strings.TrimSuffix(r, " (yet)")
+	if len(r) > 80 {
+		cut := 80
+		for cut > 0 && r[cut]&0xC0 == 0x80 {
+			cut--
+		}
+		r = r[:cut] + "…"
+	}
+	if r != "" && r[0] >= 'A' && r[0] <= 'Z' && (len(r) < 2 || r[1] < 'A' || r[1] > 'Z') {
+		r = strings.ToLower(r[:1]) + r[1:]
+	}
+	return r
+}
+
+// downWhy is the parenthesis of "X is down (…)".
+func downWhy(ms *ModelStatus) string {
+	switch {
+	case ms.LastError != nil && ms.State == "open":
+		return shortReason(ms.LastError.Reason)
+	case ms.CoolingUntil != nil:
+		return "overloaded"
+	case ms.Listed != nil && !*ms.Listed:
+		return "not listed by Chutes"
+	case ms.LastError != nil:
+		return shortReason(ms.LastError.Reason)
+	}
+	return "circuit open"
+}
+
+// headline is the sentence a person reads first, and its level.
+func headline(s *Status, a Account) (level, text string) {
+	host := s.Upstream.BaseURL
+	if u, err := url.Parse(host); err == nil && u.Host != "" {
+		host = u.Hostname()
+	}
+	if s.Key.State == KeyRejected {
+		msg := "Chutes rejected your key"
+		if s.Key.Prefix != "" {
+			msg += " " + s.Key.Prefix
+		}
+		if a.Error != "" {
+			msg += " (" + a.Error + ")"
+		}
+		return LevelError, msg + ": every request will fail until it is fixed. Chutes keys start with cpk_; check [upstream] api_key or CHUTES_API_KEY for spaces or quotes, or make a new key on the Chutes dashboard (chutes.ai, API keys)."
+	}
+	level = LevelOK
+	raise := func(l string) {
+		if l == LevelError || level == LevelOK {
+			level = l
+		}
+	}
+	var parts []string
+	if r := s.Upstream.Reachable; r != nil {
+		if *r {
+			parts = append(parts, "Chutes is reachable")
+		} else {
+			raise(LevelError)
+			parts = append(parts, "Chutes is unreachable: "+unreachableWhy(s.Upstream.Probe, host))
+		}
+	}
+
+	byID := map[string]*ModelStatus{}
+	for i := range s.Models {
+		byID[s.Models[i].ID] = &s.Models[i]
+	}
+	var down []string
+	mentioned := map[string]bool{}
+	for _, c := range s.Chains {
+		head := byID[c.Model]
+		if head == nil || head.Available {
+			continue
+		}
+		mentioned[c.Model] = true
+		d := c.Model + " is down (" + downWhy(head) + ")"
+		if c.Serving != "" {
+			raise(LevelWarn)
+			d += ", requests go to " + c.Serving
+		} else {
+			raise(LevelError)
+			d += " and no fallback is available"
+		}
+		down = append(down, d)
+	}
+	for i := range s.Models {
+		ms := &s.Models[i]
+		if ms.Available || mentioned[ms.ID] {
+			continue
+		}
+		raise(LevelWarn)
+		d := ms.ID + " is down (" + downWhy(ms) + ")"
+		if len(ms.InChains) > 0 {
+			d = "fallback " + d
+		}
+		down = append(down, d)
+	}
+	const most = 3
+	if len(down) > most {
+		down = append(down[:most], fmt.Sprintf("%d more models are down", len(down)-most))
+	}
+	parts = append(parts, down...)
+	if len(down) == 0 && len(s.Models) > 0 {
+		if len(s.Models) == 1 {
+			parts = append(parts, s.Models[0].ID+" is available")
+		} else {
+			parts = append(parts, fmt.Sprintf("all %d models are available", len(s.Models)))
+		}
+	}
+
+	if q := s.Quota; q != nil && q.Exhausted {
+		raise(LevelError)
+		parts = append(parts, fmt.Sprintf("the proxy's own daily quota is used up (%d of %d), requests are refused until 00:00 UTC", q.Count, q.Limit))
+	}
+	if s.Account != nil && a.QuotaExhausted(quotaCount(s.Quota)) {
+		raise(LevelError)
+		p := fmt.Sprintf("Chutes' daily quota is used up (%.0f of %.0f, resets at 00:00 UTC)", *s.Account.UsedToday, a.QuotaLimit)
+		if a.HasBalance && a.Balance <= 0 {
+			p += " and the balance is $0.00"
+		}
+		parts = append(parts, p)
+	}
+	if len(s.Warnings) > 0 {
+		raise(LevelWarn)
+	}
+	if len(parts) == 0 {
+		return level, "No model has been used yet, and the upstream is not probed ([health] probe_interval is 0s)."
+	}
+	text = strings.Join(parts, "; ") + "."
+	// Capitalise our own words, never a model id ("deepseek-ai/...").
+	for _, w := range []string{"all ", "fallback ", "the "} {
+		if strings.HasPrefix(text, w) {
+			return level, strings.ToUpper(text[:1]) + text[1:]
+		}
+	}
+	return level, text
+}
+
+func quotaCount(q *quota.Snapshot) int {
+	if q == nil {
+		return 0
+	}
+	return q.Count
+}
+
+// unreachableWhy says which step failed and what to try.
+func unreachableWhy(r *Reachability, host string) string {
+	if r == nil {
+		return "not probed"
+	}
+	switch r.FailedStep {
+	case StepDNS:
+		return "the DNS lookup of " + host + " failed (" + r.Error + "); check the network or VPN, or set [upstream] resolver = \"1.1.1.1:53\" if only your resolver fails"
+	case StepConnect:
+		return "cannot connect to " + host + " (" + r.Error + "); check the network, a firewall or VPN"
+	case StepTLS:
+		return "the TLS handshake with " + host + " failed (" + r.Error + "); check the system clock, or a proxy or antivirus that intercepts HTTPS"
+	case StepHTTP:
+		return r.Error
+	case StepResponse:
+		return r.Error
+	case StepTimeout:
+		return host + " did not answer within " + probeTimeout.String()
+	}
+	return r.Error
+}
