@@ -213,8 +213,10 @@ func (r *runner) checkAccount(ctx context.Context) Result {
 		parts = append(parts, "daily quota not reported")
 	case q.Unlimited:
 		parts = append(parts, "no daily request limit")
-	default:
+	case q.Limit > 0:
 		parts = append(parts, fmt.Sprintf("%s, resets in %s (00:00 UTC)", used, untilReset(reset.Sub(now))))
+	default:
+		parts = append(parts, fmt.Sprintf("%.0f requests used today (no limit reported)", math.Floor(q.Used)))
 	}
 	bal := ""
 	if b.err == nil && b.ok {

@@ -214,6 +214,16 @@ func TestDoctorChecks(t *testing.T) {
 			},
 		},
 		{
+			name: "a quota answer without a limit",
+			change: func(t *testing.T, s *setup) {
+				s.fake.quota = `{"used":7}`
+				s.fake.me = `{"username":"someone"}`
+			},
+			want: map[string]want{
+				doctor.CheckAccount: {doctor.OK, []string{"key accepted; 7 requests used today (no limit reported)"}},
+			},
+		},
+		{
 			name: "account API off",
 			change: func(t *testing.T, s *setup) {
 				s.toml = strings.Replace(s.toml, `account_url = "https://api.chutes.ai"`, `account_url = ""`, 1)

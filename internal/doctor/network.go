@@ -187,12 +187,21 @@ func (r *runner) checkTCP(ctx context.Context) Result {
 		if err == nil {
 			_ = c.Close()
 			r.reached = true
-			return ok(CheckTCP, "connected to %s (%s) in %s", hp, addr, ms(time.Since(start)))
+			via := ""
+			if addr != hp {
+				via = " (" + addr + ")"
+			}
+			return ok(CheckTCP, "connected to %s%s in %s%s", hp, via, ms(time.Since(start)), r.proxyNote())
 		}
 		errs = append(errs, err)
 		if ctx.Err() != nil {
 			break
 		}
+	}
+	if note := r.proxyNote(); note != "" {
+		// The proxy goes through that server; a direct connection
+		// failing may be how this network is meant to work.
+		return warn(CheckTCP, "cannot connect to %s directly (%v)%s", hp, unwrapOp(errs[0]), note)
 	}
 	err := errs[0]
 	switch {
@@ -336,6 +345,21 @@ func (r *runner) dial(ctx context.Context, network, addr string) (net.Conn, erro
 		first = fmt.Errorf("no addresses for %s", host)
 	}
 	return nil, first
+}
+
+// proxyNote mentions an HTTP proxy from the environment (HTTPS_PROXY and
+// the like), which chutes-proxy's own requests go through while the
+// doctor's checks go direct; "" when none applies.
+func (r *runner) proxyNote() string {
+	req, err := http.NewRequest(http.MethodGet, r.target.base, nil)
+	if err != nil {
+		return ""
+	}
+	p, err := http.ProxyFromEnvironment(req)
+	if err != nil || p == nil {
+		return ""
+	}
+	return fmt.Sprintf("; note: chutes-proxy sends its requests through the HTTP proxy %s (from the environment), which these checks do not use", p.Redacted())
 }
 
 func isTimeout(err error) bool {
