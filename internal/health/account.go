@@ -166,12 +166,15 @@ func CheckAccount(ctx context.Context, client *http.Client, accountURL, key stri
 	return a
 }
 
-// reject marks the key rejected on 401/403 and reports whether it did.
+// reject marks the key rejected on 401, or on 403 unless the other call
+// accepted it (then 403 only means that endpoint is not for this key), and
+// reports whether it did. What the other call said is dropped: nothing of a
+// rejected key is shown.
 func (a *Account) reject(status int, body []byte) bool {
-	if status != http.StatusUnauthorized && status != http.StatusForbidden {
+	if status != http.StatusUnauthorized && (status != http.StatusForbidden || a.KeyState == KeyAccepted) {
 		return false
 	}
-	a.KeyState, a.Status = KeyRejected, status
+	*a = Account{CheckedAt: a.CheckedAt, KeyState: KeyRejected, Status: status}
 	a.Error = "the account API answered " + strconv.Itoa(status)
 	if r := failover.ReasonFromBody(body); r != "" {
 		a.Error += ": " + r
