@@ -150,6 +150,9 @@ func printStatus(w io.Writer, st *health.Status, now time.Time) {
 	if st.Key.Prefix != "" {
 		key = st.Key.Prefix + " " + key
 	}
+	if st.Key.Detail != "" && st.Key.State != health.KeyAccepted {
+		key += " (" + st.Key.Detail + ")"
+	}
 	fmt.Fprintf(w, "Key:       %s\n", key)
 	if a := st.Account; a != nil && a.Summary != "" {
 		fmt.Fprintf(w, "Chutes:    %s\n", a.Summary)

@@ -1,0 +1,232 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chutes-proxy/chutes-proxy/internal/config"
+	"github.com/chutes-proxy/chutes-proxy/internal/simulator"
+)
+
+// statusKey is the configured key of these tests; no page may show it.
+const statusKey = "cpk_status_test_key.verysecretsuffix"
+
+// startApp runs newApp (the wiring serve uses) for a config file in front of
+// a simulator, on a loopback port, until the test ends.
+func startApp(t *testing.T, extra string) (a *app, url string, sim *simulator.Simulator, file string) {
+	t.Helper()
+	sim = simulator.New(simulator.Scenario{Seed: 1, Models: []simulator.ModelScenario{
+		{ID: mDown, Behavior: simulator.Behavior{Kind: simulator.KindDown}},
+		{ID: mHealthy},
+	}})
+	up := httptest.NewServer(sim)
+	t.Cleanup(up.Close)
+	t.Cleanup(sim.Close)
+
+	dir := t.TempDir()
+	file = filepath.Join(dir, "proxy.toml")
+	writeConfig(t, file, up.URL, extra)
+	cfg, err := config.Load(config.Options{File: file, Getenv: func(string) string { return "" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err = newApp(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(a.handler)
+	t.Cleanup(a.close) // after the server: counts of the last requests are in
+	t.Cleanup(ts.Close)
+	t.Cleanup(ts.Client().CloseIdleConnections)
+	return a, ts.URL, sim, file
+}
+
+func writeConfig(t *testing.T, file, upURL, extra string) {
+	t.Helper()
+	text := `[upstream]
+base_url = "` + upURL + `/v1"
+api_key = "` + statusKey + `"
+account_url = ""
+first_byte_timeout = "3s"
+
+[breaker]
+failures = 2
+cooldown = "1m"
+
+[[models]]
+id = "` + mDown + `"
+aliases = ["auto"]
+fallbacks = ["` + mHealthy + `"]
+` + extra
+	// extra may hold top-level tables; they follow [[models]] safely only
+	// as whole tables, which the tests pass.
+	if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func chatOnce(t *testing.T, url string) int {
+	t.Helper()
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Post(url+"/v1/chat/completions", "application/json",
+		strings.NewReader(`{"model":"auto","messages":[{"role":"user","content":"hi"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func TestStatusCommand(t *testing.T) {
+	_, url, _, _ := startApp(t, "\n[health]\nprobe_interval = \"1h\"\n")
+	for range 2 {
+		if code := chatOnce(t, url); code != 200 {
+			t.Fatalf("chat: %d", code)
+		}
+	}
+	// The first probe runs when the app starts; wait for it.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var out, errb bytes.Buffer
+		if code := run(context.Background(), []string{"status", "--url", url}, &out, &errb); code != 0 {
+			t.Fatalf("status exit %d: %s", code, errb.String())
+		}
+		got := out.String()
+		if !strings.HasPrefix(got, "Chutes is reachable") && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		t.Logf("chutes-proxy status:\n%s", got)
+		for _, want := range []string{
+			"Chutes is reachable; " + mDown + " is down (no instances available), requests go to " + mHealthy + ".",
+			"MODEL", "STATE", "AVAILABLE", "SUCCESS", "P50", "P95",
+			mDown + "  ", "open", "circuit open after 2 failures in a row",
+			mHealthy, "closed", "100%",
+			"auto: " + mDown + " → " + mHealthy + "  (serving: " + mHealthy + ")",
+			"Key:       cpk_st… unchecked ([upstream] account_url is empty, so the key is not checked)",
+			"Proxy:     4 requests today (no cap)",
+		} {
+			if !strings.Contains(got, want) {
+				t.Errorf("status output lacks %q", want)
+			}
+		}
+		if strings.Contains(got, "verysecret") {
+			t.Fatal("status output shows the key")
+		}
+		return
+	}
+}
+
+func TestStatusCommandNoProxy(t *testing.T) {
+	// A port that was just free: nothing listens there.
+	ts := httptest.NewServer(http.NotFoundHandler())
+	addr := strings.TrimPrefix(ts.URL, "http://")
+	ts.Close()
+	other := httptest.NewServer(http.NotFoundHandler())
+	defer other.Close()
+
+	tests := []struct {
+		name string
+		url  string
+		want string
+	}{
+		{"nothing listens", addr, "no chutes-proxy runs at http://" + addr + " (connection refused)"},
+		{"something else listens", other.URL, "answered 404 Not Found: is it a chutes-proxy"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			code := run(context.Background(), []string{"status", "--url", tt.url}, &out, &errb)
+			if code != 1 || !strings.Contains(errb.String(), tt.want) || out.Len() != 0 {
+				t.Fatalf("exit %d stdout %q stderr %q, want 1 and %q", code, out.String(), errb.String(), tt.want)
+			}
+		})
+	}
+}
+
+func TestStatusURL(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"http://127.0.0.1:8787", "http://127.0.0.1:8787/status"},
+		{"127.0.0.1:8787", "http://127.0.0.1:8787/status"},
+		{"http://127.0.0.1:8787/", "http://127.0.0.1:8787/status"},
+		{"http://127.0.0.1:8787/v1", "http://127.0.0.1:8787/status"},
+		{"http://localhost:9000/status", "http://localhost:9000/status"},
+		{" https://proxy.example/ ", "https://proxy.example/status"},
+	}
+	for _, tt := range tests {
+		if got := statusURL(tt.in); got != tt.want {
+			t.Errorf("statusURL(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+// TestAppWiring checks what newApp connects: pages that never show the key,
+// the daily quota gate with its state file, the quota's reload, and a
+// close that writes the last counts.
+func TestAppWiring(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "state", "quota.json")
+	a, url, _, file := startApp(t, "\n[quota]\ndaily_requests = 3\nstate_file = \""+state+"\"\n\n[health]\nprobe_interval = \"0s\"\n")
+
+	// 1st request: the down model (1 attempt) then the fallback (1) = 2;
+	// 2nd: 2 more = 4 ≥ 3, so the 3rd is refused.
+	for i, want := range []int{200, 200, 429} {
+		if code := chatOnce(t, url); code != want {
+			t.Fatalf("request %d: %d, want %d", i, code, want)
+		}
+	}
+	for _, p := range []string{"/", "/status", "/metrics"} {
+		resp, err := http.Get(url + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || strings.Contains(string(b), "verysecret") {
+			t.Fatalf("GET %s: %d, shows the key: %v", p, resp.StatusCode, strings.Contains(string(b), "verysecret"))
+		}
+		if p == "/status" {
+			var s struct {
+				Quota struct {
+					Count, Limit int
+					Exhausted    bool
+					File         string `json:"state_file"`
+				} `json:"proxy_quota"`
+			}
+			if err := json.Unmarshal(b, &s); err != nil || s.Quota.Count != 4 || s.Quota.Limit != 3 || !s.Quota.Exhausted || s.Quota.File != state {
+				t.Fatalf("/status proxy_quota %+v %v", s.Quota, err)
+			}
+		}
+		if p == "/metrics" && !strings.Contains(string(b), `chutes_proxy_requests_total{model="none",outcome="daily_quota_exhausted"} 1`) {
+			t.Fatalf("/metrics lacks the refused request:\n%s", b)
+		}
+	}
+
+	// A reload that raises the cap lets requests through again.
+	up := strings.TrimSuffix(a.proxy.Config().Upstream.BaseURL, "/v1")
+	writeConfig(t, file, up, "\n[quota]\ndaily_requests = 10\nstate_file = \""+state+"\"\n\n[health]\nprobe_interval = \"0s\"\n")
+	a.reload(config.Options{File: file, Getenv: func(string) string { return "" }}, a.proxy.Config().Listen, "test")
+	if code := chatOnce(t, url); code != 200 {
+		t.Fatalf("after raising the cap: %d", code)
+	}
+
+	a.close()
+	b, err := os.ReadFile(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct{ Count int }
+	if err := json.Unmarshal(b, &st); err != nil || st.Count != 5 {
+		t.Fatalf("state file after close: %s (%v), want count 5", b, err)
+	}
+}
