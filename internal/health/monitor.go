@@ -231,15 +231,14 @@ func (m *Monitor) Walked(res failover.Result, _ error) {
 
 // window is a model's statistics over Window.
 type window struct {
-	requests  int // upstream attempts
-	served    int
-	failed    int
-	p50, p95  time.Duration
-	hasLat    bool
-	total     int64
-	lastErr   LastError
-	hasErr    bool
-	succeeded bool // any sample at all
+	requests int // upstream attempts
+	served   int
+	failed   int
+	p50, p95 time.Duration
+	hasLat   bool
+	total    int64
+	lastErr  LastError
+	hasErr   bool
 }
 
 func (s *modelStats) window(now time.Time) window {
