@@ -221,8 +221,11 @@ func (m *Monitor) Attempted(model string, a failover.Attempt, latency time.Durat
 }
 
 // Walked records a whole walk along a chain: each hop from one model to the
-// next is a failover. The router (or the proxy) calls it once per request
-// when wired to; see the package's notes on hooks.
+// next (after a failure or a skip) is a failover, counted in
+// chutes_proxy_failovers_total{from,to}. failover.Router.Do should call it
+// once per walk when its Observer has this method; until it does, that
+// series stays empty (the Observer alone cannot tell which attempts belong
+// to one request).
 func (m *Monitor) Walked(res failover.Result, _ error) {
 	for i := 0; i+1 < len(res.Attempts); i++ {
 		m.metrics.failover(m.label(res.Attempts[i].Model), m.label(res.Attempts[i+1].Model))

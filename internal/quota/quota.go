@@ -135,7 +135,8 @@ func (c *Counter) SetLimit(n int) {
 }
 
 // SetFile moves counting to another state file (on a config reload): counts
-// not yet written go to the new file, which is read and merged.
+// not yet written go to the new file, which is read and merged. "" keeps
+// counting in memory from today's total so far.
 func (c *Counter) SetFile(file string) {
 	c.flushMu.Lock()
 	c.mu.Lock()
@@ -144,7 +145,10 @@ func (c *Counter) SetFile(file string) {
 		c.flushMu.Unlock()
 		return
 	}
-	c.file, c.disk, c.problem = file, 0, ""
+	c.file, c.problem = file, ""
+	if file != "" {
+		c.disk = 0 // the new file's count is read by the Flush below
+	}
 	c.mu.Unlock()
 	c.flushMu.Unlock()
 	_ = c.Flush()
