@@ -163,7 +163,7 @@ func TestSillyTavernModels(t *testing.T) {
 	}{
 		{"Chutes up", live.URL, "Bearer cpk_user0123456789abcdef", time.Second, []string{r1, mistral, "r1", "auto"}},
 		{"Chutes unreachable, key field empty", deadURL(t), "Bearer ", time.Second, []string{r1, "r1", "auto"}},
-		{"Chutes hangs, key never saved", hang, "Bearer undefined", 4 * time.Second, []string{r1, "r1", "auto"}},
+		{"Chutes hangs, key never saved", hang, "Bearer undefined", 5 * time.Second, []string{r1, "r1", "auto"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
