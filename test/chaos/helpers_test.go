@@ -403,3 +403,8 @@ func freePort(t testing.TB) string {
 	ln.Close()
 	return addr
 }
+
+// Short names for config types in table literals.
+type configT = config.Config
+
+func cfgDuration(d time.Duration) config.Duration { return config.Duration(d) }
