@@ -42,6 +42,7 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, er
 		Logger:  log.With("component", "proxy"),
 		Pages:   mon.Handler(),
 		Gate:    q.Gate,
+		Account: mon.AccountSummary,
 	})
 	mon.Attach(router, cat, srv.Client)
 

@@ -86,6 +86,12 @@ type Observer interface {
 	Attempted(model string, a Attempt, latency time.Duration)
 }
 
+// WalkObserver, when the Observer implements it too, hears the outcome of
+// every walk (to count failovers from one model to the next).
+type WalkObserver interface {
+	Walked(res Result, err error)
+}
+
 // Router resolves models and chains from the config and walks them. Its
 // per-model state survives config reloads for models still configured.
 type Router struct {
@@ -247,10 +253,13 @@ func EstimateTokens(bodyBytes int) int { return bodyBytes / 4 }
 // error is nil on success, ErrExhausted when the chain ran out, or the
 // failure that must go back to the client as is (Classify's Return), or the
 // context's error when the client went away.
-func (r *Router) Do(ctx context.Context, req Request, try TryFunc) (Result, error) {
+func (r *Router) Do(ctx context.Context, req Request, try TryFunc) (res Result, err error) {
 	t := r.table.Load()
 	chain := r.Resolve(req.Model)
-	res := Result{Requested: req.Model, Attempts: make([]Attempt, 0, len(chain))}
+	res = Result{Requested: req.Model, Attempts: make([]Attempt, 0, len(chain))}
+	if w, ok := r.obs.(WalkObserver); ok {
+		defer func() { w.Walked(res, err) }()
+	}
 	maxAttempts := t.cfg.Failover.MaxAttempts
 	made := 0
 	for _, id := range chain {
@@ -263,15 +272,18 @@ func (r *Router) Do(ctx context.Context, req Request, try TryFunc) (Result, erro
 		m := r.Model(id)
 		if skip, ok := r.fits(id, req.PromptTokens); !ok && len(chain) > 1 {
 			res.Attempts = append(res.Attempts, skip)
+			r.observe(id, skip, 0)
 			continue
 		}
 		if skip, ok := m.check(r.now()); !ok {
 			res.Attempts = append(res.Attempts, skip)
+			r.observe(id, skip, 0)
 			continue
 		}
 		wait, skip, ok := m.reserve(r.now())
 		if !ok {
 			res.Attempts = append(res.Attempts, skip)
+			r.observe(id, skip, 0)
 			continue
 		}
 		if err := wait.wait(ctx); err != nil {
@@ -281,7 +293,9 @@ func (r *Router) Do(ctx context.Context, req Request, try TryFunc) (Result, erro
 		if err != nil {
 			// Half-open and its one trial request is taken by another.
 			wait.cancel()
-			res.Attempts = append(res.Attempts, m.skipOpen(r.now()))
+			skip := m.skipOpen(r.now())
+			res.Attempts = append(res.Attempts, skip)
+			r.observe(id, skip, 0)
 			continue
 		}
 		made++

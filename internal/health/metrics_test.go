@@ -21,10 +21,7 @@ func TestMetricsExposition(t *testing.T) {
 	for range 4 {
 		h.chat(t, "auto")
 	}
-	// Walks and limiter skips reach the Monitor through hooks the router
-	// calls (see the package notes); feed them directly here.
-	h.mon.Walked(failover.Result{Requested: "auto", Model: mBack, Attempts: []failover.Attempt{
-		{Model: mHead, Kind: failover.KindFailed, Status: 503}, {Model: mBack, Kind: failover.KindServed, Status: 200}}}, nil)
+	// A limiter skip, as the router reports it.
 	h.mon.Attempted(mLast, failover.Attempt{Model: mLast, Kind: failover.KindLocalLimit, RetryAfter: time.Second}, 0)
 
 	body, hdr := h.get(t, "/metrics")
@@ -36,7 +33,7 @@ func TestMetricsExposition(t *testing.T) {
 		`chutes_proxy_attempts_total{kind="failed",model="deepseek-ai/DeepSeek-R1"} 3`,
 		`chutes_proxy_attempts_total{kind="served",model="Qwen/Qwen2.5-72B-Instruct"} 4`,
 		`chutes_proxy_attempts_total{kind="local_limit",model="chutesai/Mistral-Small-3.1-24B-Instruct-2503"} 1`,
-		`chutes_proxy_failovers_total{from="deepseek-ai/DeepSeek-R1",to="Qwen/Qwen2.5-72B-Instruct"} 1`,
+		`chutes_proxy_failovers_total{from="deepseek-ai/DeepSeek-R1",to="Qwen/Qwen2.5-72B-Instruct"} 4`, // 3 failures, then a breaker skip
 		`chutes_proxy_limiter_skips_total{model="chutesai/Mistral-Small-3.1-24B-Instruct-2503"} 1`,
 		`chutes_proxy_breaker_state{model="deepseek-ai/DeepSeek-R1"} 2`,
 		`chutes_proxy_breaker_state{model="Qwen/Qwen2.5-72B-Instruct"} 0`,

@@ -147,6 +147,7 @@ func (s *Server) diagEnv(st *state, key string, fromClient bool) diagnose.Env {
 		KeyFromClient: fromClient,
 		KeyLooksWrong: key != "" && !strings.HasPrefix(key, "cpk_"),
 		Known:         s.catalog.IDs,
+		Account:       s.account,
 	}
 	if !fromClient {
 		for _, n := range st.cfg.Notes {

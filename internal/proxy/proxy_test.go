@@ -387,3 +387,36 @@ func TestGracefulDrain(t *testing.T) {
 		t.Fatalf("Serve: %v", err)
 	}
 }
+
+// TestPagesNeedProxyKeyFromOtherMachines: on a non-loopback listen, the
+// status pages answer this machine freely and others only with the key.
+func TestPagesNeedProxyKeyFromOtherMachines(t *testing.T) {
+	cfg := testConfig(t, "http://127.0.0.1:1", func(c *config.Config) {
+		c.Listen = "0.0.0.0:8787"
+		c.ProxyKey = "letmein"
+	})
+	pages := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "status page") })
+	srv := New(Options{Config: cfg, Pages: pages})
+	defer srv.Close()
+	tests := []struct {
+		remote, auth string
+		want         int
+	}{
+		{"127.0.0.1:5555", "", 200},
+		{"[::1]:5555", "", 200},
+		{"192.0.2.7:5555", "", 401},
+		{"192.0.2.7:5555", "Bearer letmein", 200},
+	}
+	for _, tt := range tests {
+		req := httptest.NewRequest("GET", "http://host.docker.internal:8787/status", nil)
+		req.RemoteAddr = tt.remote
+		if tt.auth != "" {
+			req.Header.Set("Authorization", tt.auth)
+		}
+		rec := httptest.NewRecorder()
+		srv.ServeHTTP(rec, req)
+		if rec.Code != tt.want {
+			t.Errorf("%s %q: %d, want %d", tt.remote, tt.auth, rec.Code, tt.want)
+		}
+	}
+}

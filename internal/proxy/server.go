@@ -38,6 +38,10 @@ type Options struct {
 	// completion or embedding (the daily quota); a non-nil error is written
 	// as the response.
 	Gate func(ctx context.Context) error
+	// Account summarises the Chutes account ("212 of 300 requests used
+	// today; balance $0.00") for the payment_required diagnosis; nil or ""
+	// when unknown.
+	Account func() string
 }
 
 // Server is the proxy's http.Handler.
@@ -48,6 +52,7 @@ type Server struct {
 	log     *slog.Logger
 	pages   http.Handler
 	gate    func(ctx context.Context) error
+	account func() string
 }
 
 // state is everything derived from one config load.
@@ -68,7 +73,7 @@ func New(o Options) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{log: log, router: o.Router, catalog: o.Catalog, pages: o.Pages, gate: o.Gate}
+	s := &Server{log: log, router: o.Router, catalog: o.Catalog, pages: o.Pages, gate: o.Gate, account: o.Account}
 	if s.router == nil {
 		s.router = failover.New(o.Config, log, nil)
 	}
@@ -212,6 +217,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	case "/", "/status", "/metrics":
 		if s.pages != nil {
+			// On a listen address other machines can reach, the pages
+			// (model states, key prefix, quota, balance) are for this
+			// machine or holders of the proxy_key only.
+			if !st.loopback && !remoteLoopback(r) && !s.proxyKeyOK(st, r) {
+				s.writeError(rec, r, st, info, invalidProxyKey())
+				return
+			}
 			s.pages.ServeHTTP(rec, r)
 			return
 		}
@@ -260,6 +272,16 @@ func (s *Server) hostAllowed(st *state, hostport string) bool {
 		return true
 	}
 	return st.hosts[host]
+}
+
+// remoteLoopback reports whether the client connected from this machine.
+func remoteLoopback(r *http.Request) bool {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func (s *Server) proxyKeyOK(st *state, r *http.Request) bool {
