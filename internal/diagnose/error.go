@@ -29,6 +29,7 @@ const (
 	CodeStreamInterrupted = "stream_interrupted"
 	// Extensions.
 	CodeHostNotAllowed   = "host_not_allowed"
+	CodeOriginNotAllowed = "origin_not_allowed"
 	CodeUpstreamRejected = "upstream_rejected"
 	CodeUpstreamNotAPI   = "upstream_not_api"
 	CodeTimeout          = "request_timeout"

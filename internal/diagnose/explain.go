@@ -64,6 +64,14 @@ func HostNotAllowed(host string) *Error {
 		fmt.Sprintf("chutes-proxy refused the request: Host %q is not a loopback name. If you reach the proxy through that name on purpose (a tunnel, Docker), add it to allowed_hosts in proxy.toml.", host))
 }
 
+// OriginNotAllowed answers a request from a web page whose origin is not in
+// cors_origins: any site could otherwise make the browser send requests that
+// spend the user's key.
+func OriginNotAllowed(origin string) *Error {
+	return newError(http.StatusForbidden, CodeOriginNotAllowed,
+		fmt.Sprintf("chutes-proxy refused a request from the web page %s: that site is not in cors_origins. If you use a chat front end on that site, add %q to cors_origins under [compat] in proxy.toml.", origin, origin))
+}
+
 // BodyError explains a body the proxy cannot route.
 func BodyError(err error, limitMB int) *Error {
 	var se *payload.SyntaxError
@@ -422,7 +430,7 @@ func levenshtein(a, b string) int {
 // NotFound answers a path the proxy does not serve.
 func NotFound(path string) *Error {
 	return newError(http.StatusNotFound, CodeNotFound,
-		fmt.Sprintf("chutes-proxy has no endpoint %q. Point your app at http://127.0.0.1:8787/v1 (the base URL, without /chat/completions).", path))
+		fmt.Sprintf("chutes-proxy has no endpoint %q. Apps that ask for a base URL take http://127.0.0.1:8787/v1; apps that ask for the full endpoint take http://127.0.0.1:8787/v1/chat/completions.", path))
 }
 
 // MethodNotAllowed answers a wrong method on a known endpoint.

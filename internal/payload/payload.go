@@ -118,6 +118,9 @@ func Parse(raw []byte) (Body, error) {
 	} else if err := json.Unmarshal(v, &b.Model); err != nil {
 		return b, &SyntaxError{b.start, "bad string escape in model"}
 	}
+	if b.Model == "" {
+		return b, ErrNoModel // "" names no model: the app's model field is empty
+	}
 	return b, nil
 }
 

@@ -13,6 +13,7 @@ import (
 func hostNotAllowed(host string) *diagnose.Error { return diagnose.HostNotAllowed(host) }
 func notFound(path string) *diagnose.Error       { return diagnose.NotFound(path) }
 func invalidProxyKey() *diagnose.Error           { return diagnose.InvalidProxyKey() }
+func originNotAllowed(o string) *diagnose.Error  { return diagnose.OriginNotAllowed(o) }
 func methodNotAllowed(m, want string) *diagnose.Error {
 	return diagnose.MethodNotAllowed(m, want)
 }

@@ -41,7 +41,8 @@ var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, bufSiz
 type committed struct {
 	resp    *http.Response
 	br      *bufio.Reader
-	pending []byte // SSE lines read before committing (the first event)
+	pending []byte // read before committing: SSE's first event, or a plain body
+	whole   bool   // pending is the whole plain body
 	sse     bool
 	cancel  context.CancelCauseFunc
 	model   string
@@ -237,8 +238,8 @@ func (s *Server) attempt(ctx context.Context, st *state, r *http.Request, url st
 		sse: strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")}
 	if c.sse {
 		c.pending, err = firstEvent(br)
-	} else if err = firstBytes(br, resp); err == nil && resp.ContentLength > 0 && resp.ContentLength <= maxWholeBody {
-		c.pending, err = wholeBody(br, resp.ContentLength)
+	} else if err = firstBytes(br, resp); err == nil {
+		c.pending, c.whole, err = readAhead(br, resp.ContentLength)
 	}
 	if err != nil {
 		resp.Body.Close()
@@ -260,14 +261,37 @@ func (s *Server) attempt(ctx context.Context, st *state, r *http.Request, url st
 // unsized bodies stream through.
 const maxWholeBody = 1 << 20
 
-// wholeBody reads a sized body completely; a short one is the model's
-// failure.
-func wholeBody(br *bufio.Reader, n int64) ([]byte, error) {
-	buf := make([]byte, n)
-	if got, err := io.ReadFull(br, buf); err != nil {
-		return nil, &failover.StreamError{Reason: fmt.Sprintf("the reply was cut off after %d of %d bytes", got, n)}
+// readAhead reads a plain body of up to maxWholeBody bytes whole, sized
+// (Content-Length n) or not (n < 0), still under the first-byte timer. A
+// body that breaks off, or that is an error object in a 200 (as Chutes
+// sends when a miner fails a non-stream request), is the model's failure.
+// A larger body is returned in part (whole false); the rest streams.
+func readAhead(br *bufio.Reader, n int64) (pending []byte, whole bool, err error) {
+	switch {
+	case n == 0:
+		return nil, true, nil
+	case n > maxWholeBody:
+		return nil, false, nil
+	case n > 0:
+		pending = make([]byte, n)
+		if got, err := io.ReadFull(br, pending); err != nil {
+			return nil, false, &failover.StreamError{Reason: fmt.Sprintf("the reply was cut off after %d of %d bytes", got, n)}
+		}
+	default:
+		var b bytes.Buffer
+		got, err := b.ReadFrom(io.LimitReader(br, maxWholeBody+1))
+		if err != nil {
+			return nil, false, &failover.StreamError{Reason: fmt.Sprintf("the reply was cut off after %d bytes: %v", got, err)}
+		}
+		if got > maxWholeBody {
+			return b.Bytes(), false, nil
+		}
+		pending = b.Bytes()
 	}
-	return buf, nil
+	if isErrorObject(pending) {
+		return nil, false, &failover.StreamError{Reason: streamReason(bytes.TrimSpace(pending))}
+	}
+	return pending, true, nil
 }
 
 // firstBytes waits for the first byte of a plain response and refuses what
@@ -294,7 +318,7 @@ func firstBytes(br *bufio.Reader, resp *http.Response) error {
 // relay copies a committed response to the client.
 func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *state, info *reqInfo, c *committed) {
 	h := w.Header()
-	copyHeader(h, c.resp.Header)
+	copyResponseHeader(h, c.resp.Header)
 	h.Set("X-Chutes-Proxy-Model", c.model)
 	h.Set("X-Chutes-Proxy-Attempts", strconv.Itoa(info.attempts))
 	if c.sse {
@@ -330,6 +354,10 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *state, info *
 	info.errCode = diagnose.CodeStreamInterrupted
 	if c.sse {
 		e := diagnose.StreamInterrupted(c.model, reason)
+		if errors.Is(err, errMidLine) {
+			// end the broken line and its event, so the error event parses
+			_, _ = w.Write([]byte("\n\n"))
+		}
 		_, _ = w.Write([]byte("data: "))
 		_, _ = w.Write(e.JSON())
 		_, _ = w.Write([]byte("\n\n"))
@@ -347,10 +375,12 @@ var errClientWrite = errors.New("writing to the client")
 // relayPlain copies a non-stream body: the one read whole before the
 // commit, or else as it arrives.
 func relayPlain(w io.Writer, c *committed, touch func()) error {
-	if c.pending != nil {
+	if len(c.pending) > 0 {
 		if _, err := w.Write(c.pending); err != nil {
 			return fmt.Errorf("%w: %w", errClientWrite, err)
 		}
+	}
+	if c.whole {
 		return nil
 	}
 	for {

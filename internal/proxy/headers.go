@@ -20,30 +20,41 @@ var upstreamDrop = []string{
 	"Origin", "Referer", "X-Api-Key",
 }
 
-// copyHeader copies h into dst without hop-by-hop headers, nor the headers
-// named in Connection.
+// copyHeader copies src into dst without hop-by-hop headers.
 func copyHeader(dst, src http.Header) {
-	var named []string
-	for _, v := range src["Connection"] {
+	for k, vv := range src {
+		if !isHop(k, src) {
+			dst[k] = vv
+		}
+	}
+}
+
+// isHop reports whether header k is hop-by-hop: a standard one, or one
+// named in h's Connection header.
+func isHop(k string, h http.Header) bool {
+	for _, hop := range hopHeaders {
+		if k == hop {
+			return true
+		}
+	}
+	for _, v := range h["Connection"] {
 		for _, f := range strings.Split(v, ",") {
-			if f = strings.TrimSpace(f); f != "" {
-				named = append(named, http.CanonicalHeaderKey(f))
+			if strings.EqualFold(strings.TrimSpace(f), k) {
+				return true
 			}
 		}
 	}
-next:
+	return false
+}
+
+// copyResponseHeader copies an upstream response's headers for the client,
+// less CORS headers: whether a web page may read the answer is the proxy's
+// decision (cors_origins), not the upstream's.
+func copyResponseHeader(dst, src http.Header) {
 	for k, vv := range src {
-		for _, h := range hopHeaders {
-			if k == h {
-				continue next
-			}
+		if !strings.HasPrefix(k, "Access-Control-") && !isHop(k, src) {
+			dst[k] = vv
 		}
-		for _, h := range named {
-			if k == h {
-				continue next
-			}
-		}
-		dst[k] = vv
 	}
 }
 

@@ -120,7 +120,7 @@ func (s *Server) passthrough(w http.ResponseWriter, r *http.Request, st *state, 
 		s.writeError(w, r, st, info, diagnose.InvalidKey(ue.Reason(), s.diagEnv(st, key, fromClient)))
 		return
 	}
-	copyHeader(w.Header(), resp.Header)
+	copyResponseHeader(w.Header(), resp.Header)
 	w.WriteHeader(resp.StatusCode)
 	rc := http.NewResponseController(w)
 	buf := make([]byte, 16<<10)

@@ -151,9 +151,13 @@ const (
 // base_url. The /v1 prefix is optional (some clients drop it), and a full
 // endpoint pasted as a base URL ("/v1/chat/completions/chat/completions")
 // counts as the endpoint it ends with.
-func route(path string) (ep int, upstreamPath string) {
+func route(method, path string) (ep int, upstreamPath string) {
 	p := strings.TrimRight(path, "/")
 	switch {
+	case method == http.MethodPost && (p == "" || p == "/v1"):
+		// A base URL used as the endpoint (JanitorAI posts to the URL as
+		// entered): a chat completion is what such apps send.
+		return epChat, "/chat/completions"
 	case strings.HasSuffix(p, "/chat/completions"):
 		return epChat, "/chat/completions"
 	case strings.HasSuffix(p, "/completions"):
@@ -209,13 +213,21 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rec.WriteHeader(http.StatusNoContent)
 		return
 	}
+	// A page on any site can POST a "simple" request (text/plain, no
+	// preflight) to 127.0.0.1: the browser hides the answer, but the
+	// request would spend the user's key. Requests from a browser page
+	// carry Origin: only allowed origins and the proxy's own pages pass.
+	if origin := r.Header.Get("Origin"); origin != "" && !st.origins[strings.ToLower(origin)] && !sameOrigin(origin, r.Host) {
+		s.writeError(rec, r, st, info, originNotAllowed(origin))
+		return
+	}
 
-	switch r.URL.Path {
-	case "/healthz":
+	switch path := r.URL.Path; {
+	case path == "/healthz":
 		rec.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = rec.Write([]byte("ok\n"))
 		return
-	case "/", "/status", "/metrics":
+	case (path == "/" && r.Method != http.MethodPost) || path == "/status" || path == "/metrics":
 		if s.pages != nil {
 			// On a listen address other machines can reach, the pages
 			// (model states, key prefix, quota, balance) are for this
@@ -229,7 +241,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	ep, upath := route(r.URL.Path)
+	ep, upath := route(r.Method, r.URL.Path)
 	if ep == 0 {
 		s.writeError(rec, r, st, info, notFound(r.URL.Path))
 		return
@@ -255,6 +267,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		s.passthrough(rec, r, st, info, upath)
 	}
+}
+
+// sameOrigin reports whether origin names the host the request was sent
+// to (the status page calling /status).
+func sameOrigin(origin, host string) bool {
+	u, err := url.Parse(origin)
+	return err == nil && u.Host != "" && strings.EqualFold(u.Host, host)
 }
 
 // hostAllowed is the DNS-rebinding guard: a page on another site that gets

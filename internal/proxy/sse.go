@@ -151,6 +151,15 @@ func relaySSE(w io.Writer, rc *http.ResponseController, c *committed, touch func
 	midLine, passing := false, false
 	for {
 		line, err := br.ReadSlice('\n')
+		if len(line) > 0 && err != nil && err != bufio.ErrBufferFull && !midLine {
+			// A last line without its line ending. After a clean end it
+			// is complete (some servers omit the final newline); after a
+			// failure it is a fragment, never passed on.
+			if err != io.EOF {
+				return fmt.Errorf("reading the stream: %w", err)
+			}
+			line = append(bytes.TrimRight(line, "\r"), '\n', '\n')
+		}
 		if len(line) > 0 {
 			touch()
 			if !midLine {
@@ -179,12 +188,20 @@ func relaySSE(w io.Writer, rc *http.ResponseController, c *committed, touch func
 		switch {
 		case err == nil, err == bufio.ErrBufferFull:
 		case err == io.EOF:
+			if len(line) > 0 && line[len(line)-1] != '\n' && passing {
+				_, _ = w.Write([]byte("\n\n")) // the end of a long last line
+			}
 			if ferr := rc.Flush(); ferr != nil {
 				return fmt.Errorf("%w: %w", errClientWrite, ferr)
 			}
 			return nil
+		case midLine || (len(line) > 0 && line[len(line)-1] != '\n'):
+			return fmt.Errorf("%w: reading the stream: %w", errMidLine, err)
 		default:
 			return fmt.Errorf("reading the stream: %w", err)
 		}
 	}
 }
+
+// errMidLine marks a stream that broke after part of a line was passed on.
+var errMidLine = errors.New("cut in the middle of a line")
