@@ -19,7 +19,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chutes-proxy/chutes-proxy/internal/catalog"
 	"github.com/chutes-proxy/chutes-proxy/internal/config"
+	"github.com/chutes-proxy/chutes-proxy/internal/failover"
+	"github.com/chutes-proxy/chutes-proxy/internal/health"
 	"github.com/chutes-proxy/chutes-proxy/internal/proxy"
 )
 
@@ -92,11 +95,29 @@ func (l *lockedBuffer) String() string {
 // suite's sink and to the proxy's own buffer. At cleanup it checks that
 // nothing panicked.
 func startProxy(t testing.TB, cfg *config.Config) *testProxy {
+	return serveProxy(t, cfg, false)
+}
+
+// startProxyWithPages is startProxy with /, /status and /metrics wired as
+// the app wires them (a health Monitor as the router's observer).
+func startProxyWithPages(t testing.TB, cfg *config.Config) *testProxy {
+	return serveProxy(t, cfg, true)
+}
+
+func serveProxy(t testing.TB, cfg *config.Config, pages bool) *testProxy {
 	t.Helper()
 	p := &testProxy{logs: &lockedBuffer{}}
 	logger := slog.New(slog.NewJSONHandler(io.MultiWriter(p.logs, captured.writer("log "+t.Name())),
 		&slog.HandlerOptions{Level: slog.LevelDebug}))
-	p.Srv = proxy.New(proxy.Options{Config: cfg, Logger: logger})
+	if pages {
+		mon := health.New(health.Options{Logger: logger})
+		router := failover.New(cfg, logger, mon)
+		cat := catalog.New()
+		p.Srv = proxy.New(proxy.Options{Config: cfg, Router: router, Catalog: cat, Logger: logger, Pages: mon.Handler()})
+		mon.Attach(router, cat, p.Srv.Client)
+	} else {
+		p.Srv = proxy.New(proxy.Options{Config: cfg, Logger: logger})
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -67,11 +67,17 @@ func (w *sinkWriter) Write(p []byte) (int, error) {
 
 // find returns a description of every captured part containing one of
 // needles, with some context.
-func (s *sink) find(needles ...string) []string {
+func (s *sink) find(needles ...string) []string { return s.findIn("", needles...) }
+
+// findIn is find over the parts whose label starts with prefix.
+func (s *sink) findIn(prefix string, needles ...string) []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var hits []string
 	for _, p := range s.parts {
+		if !strings.HasPrefix(p.label, prefix) {
+			continue
+		}
 		for _, n := range needles {
 			if i := bytes.Index(p.b, []byte(n)); i >= 0 {
 				lo, hi := max(0, i-120), min(len(p.b), i+len(n)+60)
@@ -93,6 +99,7 @@ func (s *sink) size() (parts, n int) {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
+	removeBinary()
 	if code == 0 && !testing.Short() {
 		if hits := captured.find(canaries...); len(hits) > 0 {
 			fmt.Fprintf(os.Stderr, "a key leaked into captured output:\n  %s\n", strings.Join(hits, "\n  "))
@@ -101,8 +108,15 @@ func TestMain(m *testing.M) {
 		// net/http logs a recovered panic as "http: panic serving ...";
 		// http.ErrAbortHandler, used on purpose to cut a broken stream, is
 		// not logged.
-		if hits := captured.find("panic serving", "goroutine "); len(hits) > 0 {
+		// A crash prints "panic: "; the SIGQUIT dump TestBinaryNeverShowsKeys
+		// asks for is the one goroutine dump expected.
+		if hits := captured.findIn("", "panic serving", "panic: ", "fatal error: "); len(hits) > 0 {
 			fmt.Fprintf(os.Stderr, "a handler panicked:\n  %s\n", strings.Join(hits, "\n  "))
+			code = 1
+		}
+		// Prompts and replies never reach a log line.
+		if hits := captured.findIn("log", promptMarker, replyMarker); len(hits) > 0 {
+			fmt.Fprintf(os.Stderr, "a request or response body was logged:\n  %s\n", strings.Join(hits, "\n  "))
 			code = 1
 		}
 		parts, n := captured.size()
