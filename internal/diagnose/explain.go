@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/chutes-proxy/chutes-proxy/internal/failover"
+	"github.com/chutes-proxy/chutes-proxy/internal/fuzzy"
 	"github.com/chutes-proxy/chutes-proxy/internal/payload"
 )
 
@@ -376,7 +377,7 @@ func Suggest(name string, known []string, n int) []string {
 		case strings.Contains(lk, lname) && len(lname) >= 3:
 			score = -1
 		default:
-			score = levenshtein(lname, lk)
+			score = fuzzy.Distance(lname, lk)
 			if score > max(3, len(lname)/3) {
 				continue
 			}
@@ -404,27 +405,6 @@ func lastPart(s string) string {
 		return s[i+1:]
 	}
 	return s
-}
-
-func levenshtein(a, b string) int {
-	ra, rb := []rune(a), []rune(b)
-	prev := make([]int, len(rb)+1)
-	cur := make([]int, len(rb)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(ra); i++ {
-		cur[0] = i
-		for j := 1; j <= len(rb); j++ {
-			cost := 1
-			if ra[i-1] == rb[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(rb)]
 }
 
 // NotFound answers a path the proxy does not serve.
