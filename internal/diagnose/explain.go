@@ -326,7 +326,8 @@ func attemptList(as []failover.Attempt) string {
 	}
 	parts := make([]string, 0, len(as))
 	for _, a := range as {
-		parts = append(parts, a.Model+": "+a.Reason)
+		// the sentence supplies its own full stop
+		parts = append(parts, a.Model+": "+strings.TrimRight(a.Reason, ".!"))
 	}
 	return ": " + strings.Join(parts, "; ")
 }
