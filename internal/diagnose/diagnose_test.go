@@ -89,7 +89,7 @@ func TestMessages(t *testing.T) {
 			404, CodeModelNotFound, []string{"Did you mean deepseek-ai/DeepSeek-R1?"}},
 		{"404 of a listed model is a down chute", Explain(failover.Result{Requested: "deepseek-ai/DeepSeek-R1", Attempts: []failover.Attempt{
 			at("deepseek-ai/DeepSeek-R1", 404, "No matching chute found!", failover.KindFailed, 0)}}, failover.ErrExhausted, env),
-			503, CodeAllUnavailable, []string{"No matching chute found!"}},
+			503, CodeAllUnavailable, []string{"DeepSeek-R1: No matching chute found. "}},
 		{"wrong url", Explain(failover.Result{Attempts: []failover.Attempt{
 			{Model: "a/one", Kind: failover.KindFailed, Reason: "an HTML page", Err: &failover.NotAPIError{Status: 200, ContentType: "text/html"}}}}, failover.ErrExhausted,
 			Env{BaseURL: "https://api.chutes.ai/v1"}), 502, CodeUpstreamNotAPI, []string{"account API", CurrentBaseURL}},
