@@ -132,7 +132,7 @@ func faults() []fault {
 				body = "data: " + chunk(faultModel, "slow") + "\n\ndata: [DONE]\n\n"
 			}
 			drip(u, r, c, body)
-		}, plain: "", stream: failedOver}, // plain: see "unsized plain body" in bugs_test.go
+		}, plain: failedOver, stream: failedOver},
 		{name: "response headers over 10 MiB", h: func(u *upstream, w http.ResponseWriter, r *http.Request, stream bool) {
 			c, _ := hijack(w)
 			defer c.Close()
@@ -161,7 +161,7 @@ func faults() []fault {
 			u.sleep(r, settle)
 			rw.WriteString("ZZZ\r\nhello\r\n")
 			rw.Flush()
-		}, plain: "", stream: interrupted}, // plain: see "unsized plain body" in bugs_test.go
+		}, plain: failedOver, stream: interrupted},
 		{name: "200 with an HTML body", h: func(u *upstream, w http.ResponseWriter, r *http.Request, stream bool) {
 			w.Header().Set("Content-Type", "text/html; charset=utf-8")
 			io.WriteString(w, "<!DOCTYPE html><html><head><title>502</title></head><body>Bad gateway</body></html>")
@@ -207,6 +207,42 @@ func faults() []fault {
 			defer c.Close()
 			rw.WriteString(head(stream) + "Content-Length: 4000\r\n\r\n")
 			rw.Flush()
+		}, plain: failedOver, stream: failedOver},
+		{name: "reset mid-body, no Content-Length", h: func(u *upstream, w http.ResponseWriter, r *http.Request, stream bool) {
+			c, rw := hijack(w)
+			rw.WriteString(head(stream) + chunkedHead + chunked(firstPart(stream)))
+			rw.Flush()
+			u.sleep(r, settle)
+			reset(c)
+		}, plain: failedOver, stream: interrupted},
+		{name: "reset mid-line", h: func(u *upstream, w http.ResponseWriter, r *http.Request, stream bool) {
+			c, rw := hijack(w)
+			part := firstPart(true) + `data: {"id":"chatcmpl-1","object":"chat.completion.chunk","choices":[{"delta":{"content":"par`
+			if !stream {
+				part = firstPart(false)
+			}
+			rw.WriteString(head(stream) + chunkedHead + chunked(part))
+			rw.Flush()
+			u.sleep(r, settle)
+			reset(c)
+		}, plain: failedOver, stream: interrupted},
+		{name: "silence mid-line until idle_timeout", h: func(u *upstream, w http.ResponseWriter, r *http.Request, stream bool) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			io.WriteString(w, firstPart(true)+`data: {"id":"chatcmpl-1","choices":[{"delta":{"content":"par`)
+			_ = http.NewResponseController(w).Flush()
+			select {
+			case <-r.Context().Done():
+			case <-u.stop:
+			}
+		}, plain: interrupted, stream: interrupted},
+		{name: "200 with an error object as the body (Chutes, non-stream)", h: func(u *upstream, w http.ResponseWriter, r *http.Request, stream bool) {
+			if stream {
+				w.Header().Set("Content-Type", "text/event-stream")
+				io.WriteString(w, `{"error":"Unhandled exception during response stream: CUDA out of memory"}`+"\n")
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"error":{"message":"Unhandled exception during response stream: CUDA out of memory","type":"InternalServerError","param":null,"code":500}}`)
 		}, plain: failedOver, stream: failedOver},
 		{name: "429 with Retry-After in seconds", whole: true, h: tooMany("7"),
 			plain: rateLimited, stream: rateLimited, check: retryAfterIn(7, 7)},

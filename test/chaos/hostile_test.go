@@ -98,6 +98,7 @@ func TestHostileRequests(t *testing.T) {
 		{"model is null", rawRequest("POST", chat, `{"model":null}`), 0, []string{"400 missing_model"}},
 		{"model is an array", rawRequest("POST", chat, `{"model":["chaos/good"]}`), 0, []string{"400 missing_model"}},
 		{"model is an object", rawRequest("POST", chat, `{"model":{"id":"chaos/good"}}`), 0, []string{"400 missing_model"}},
+		{"model is empty", rawRequest("POST", chat, `{"model":"","messages":[]}`), 0, []string{"400 missing_model"}},
 		{"no model", rawRequest("POST", chat, `{"messages":[]}`), 0, []string{"400 missing_model"}},
 		{"nesting 9,000 deep (under the limit)", rawRequest("POST", chat, deep(9000)), 0, []string{served}},
 		{"nesting 200,000 deep", rawRequest("POST", chat, deep(200000)), 0, []string{"400 invalid_json"}},
