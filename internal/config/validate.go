@@ -373,6 +373,10 @@ func validate(cfg *Config, from func(string) string) Problems {
 	} else if !IsLoopback(cfg.Listen) && cfg.ProxyKey == "" {
 		c.add("listen", "%q is reachable from other machines, so proxy_key must be set (clients then send \"Authorization: Bearer <proxy_key>\"); or listen on 127.0.0.1", cfg.Listen)
 	}
+	if len(cfg.AllowedHosts) > 0 && cfg.ProxyKey == "" && IsLoopback(cfg.Listen) {
+		// A tunnel's name makes a loopback proxy reachable from anywhere.
+		c.add("allowed_hosts", "names other machines can reach the proxy through (a tunnel), so proxy_key must be set (clients then send \"Authorization: Bearer <proxy_key>\")")
+	}
 	c.key("proxy_key", cfg.ProxyKey)
 	c.atLeastOne("max_body_mb", cfg.MaxBodyMB)
 	for _, h := range cfg.AllowedHosts {

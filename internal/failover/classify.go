@@ -189,7 +189,7 @@ func ParseRetryAfter(v string, now time.Time) time.Duration {
 		return 0
 	}
 	if n, err := strconv.ParseFloat(v, 64); err == nil {
-		if n <= 0 || n > 86400 {
+		if !(n > 0 && n <= 86400) { // NaN fails this too
 			return 0
 		}
 		return time.Duration(n * float64(time.Second))

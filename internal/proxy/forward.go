@@ -46,6 +46,7 @@ type committed struct {
 	sse     bool
 	cancel  context.CancelCauseFunc
 	model   string
+	key     string // sent upstream; scrubbed from anything the upstream says
 }
 
 func (c *committed) close() {
@@ -198,6 +199,10 @@ func (s *Server) attempt(ctx context.Context, st *state, r *http.Request, url st
 		if context.Cause(actx) == errFirstByte {
 			err = &failover.TimeoutError{After: firstByte}
 		}
+		var se *failover.StreamError
+		if errors.As(err, &se) {
+			se.Reason = scrub(se.Reason, key)
+		}
 		cancel(errDone)
 		return nil, err
 	}
@@ -226,7 +231,7 @@ func (s *Server) attempt(ctx context.Context, st *state, r *http.Request, url st
 		resp.Body.Close()
 		return fail(&failover.UpstreamError{
 			Status:      resp.StatusCode,
-			Body:        b,
+			Body:        []byte(scrub(string(b), key)),
 			ContentType: resp.Header.Get("Content-Type"),
 			RetryAfter:  failover.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()),
 		})
@@ -234,7 +239,7 @@ func (s *Server) attempt(ctx context.Context, st *state, r *http.Request, url st
 
 	br := readers.Get().(*bufio.Reader)
 	br.Reset(resp.Body)
-	c := &committed{resp: resp, br: br, cancel: cancel, model: model,
+	c := &committed{resp: resp, br: br, cancel: cancel, model: model, key: key,
 		sse: strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")}
 	if c.sse {
 		c.pending, err = firstEvent(br)
@@ -260,6 +265,16 @@ func (s *Server) attempt(ctx context.Context, st *state, r *http.Request, url st
 // model instead of reaching the client as a dropped connection. Larger or
 // unsized bodies stream through.
 const maxWholeBody = 1 << 20
+
+// scrub replaces the key in an upstream's words with its redacted form: an
+// upstream that echoes the key back must not show it to the client, who in
+// proxy_key mode is not meant to know it.
+func scrub(s, key string) string {
+	if key == "" || !strings.Contains(s, key) {
+		return s
+	}
+	return strings.ReplaceAll(s, key, config.Redact(key))
+}
 
 // readAhead reads a plain body of up to maxWholeBody bytes whole, sized
 // (Content-Length n) or not (n < 0), still under the first-byte timer. A
@@ -343,7 +358,7 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *state, info *
 		return
 	}
 	// The upstream broke after the commit: the client has part of a reply.
-	reason := err.Error()
+	reason := scrub(err.Error(), c.key)
 	if context.Cause(c.resp.Request.Context()) == errIdle {
 		reason = "no data from the upstream for " + idle.String() + " (idle_timeout)"
 	} else if context.Cause(c.resp.Request.Context()) == context.DeadlineExceeded {

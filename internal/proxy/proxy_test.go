@@ -399,16 +399,18 @@ func TestPagesNeedProxyKeyFromOtherMachines(t *testing.T) {
 	srv := New(Options{Config: cfg, Pages: pages})
 	defer srv.Close()
 	tests := []struct {
-		remote, auth string
-		want         int
+		remote, host, auth string
+		want               int
 	}{
-		{"127.0.0.1:5555", "", 200},
-		{"[::1]:5555", "", 200},
-		{"192.0.2.7:5555", "", 401},
-		{"192.0.2.7:5555", "Bearer letmein", 200},
+		{"127.0.0.1:5555", "127.0.0.1:8787", "", 200},
+		{"[::1]:5555", "localhost:8787", "", 200},
+		{"192.0.2.7:5555", "host.docker.internal:8787", "", 401},
+		{"192.0.2.7:5555", "host.docker.internal:8787", "Bearer letmein", 200},
+		// a tunnel's requests come from a local process with its own name
+		{"127.0.0.1:5555", "x.trycloudflare.com", "", 401},
 	}
 	for _, tt := range tests {
-		req := httptest.NewRequest("GET", "http://host.docker.internal:8787/status", nil)
+		req := httptest.NewRequest("GET", "http://"+tt.host+"/status", nil)
 		req.RemoteAddr = tt.remote
 		if tt.auth != "" {
 			req.Header.Set("Authorization", tt.auth)
@@ -416,7 +418,7 @@ func TestPagesNeedProxyKeyFromOtherMachines(t *testing.T) {
 		rec := httptest.NewRecorder()
 		srv.ServeHTTP(rec, req)
 		if rec.Code != tt.want {
-			t.Errorf("%s %q: %d, want %d", tt.remote, tt.auth, rec.Code, tt.want)
+			t.Errorf("%s to %s %q: %d, want %d", tt.remote, tt.host, tt.auth, rec.Code, tt.want)
 		}
 	}
 }

@@ -229,10 +229,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	case (path == "/" && r.Method != http.MethodPost) || path == "/status" || path == "/metrics":
 		if s.pages != nil {
-			// On a listen address other machines can reach, the pages
-			// (model states, key prefix, quota, balance) are for this
-			// machine or holders of the proxy_key only.
-			if !st.loopback && !remoteLoopback(r) && !s.proxyKeyOK(st, r) {
+			// The pages (model states, key prefix, quota, balance) are
+			// for this machine, or holders of the proxy_key when other
+			// machines can reach the proxy (a non-loopback listen, a
+			// tunnel named in allowed_hosts).
+			if !s.local(r) && !s.proxyKeyOK(st, r) {
 				s.writeError(rec, r, st, info, invalidProxyKey())
 				return
 			}
@@ -283,24 +284,34 @@ func (s *Server) hostAllowed(st *state, hostport string) bool {
 	if h, _, err := net.SplitHostPort(hostport); err == nil {
 		host = h
 	}
+	return loopbackName(host) || st.hosts[strings.ToLower(strings.Trim(host, "[]"))]
+}
+
+// loopbackName reports whether a Host header (with or without port) names
+// this machine: localhost, *.localhost, or a loopback address.
+func loopbackName(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
 	host = strings.ToLower(strings.Trim(host, "[]"))
 	if host == "" || host == "localhost" || strings.HasSuffix(host, ".localhost") {
 		return true
 	}
-	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
-		return true
-	}
-	return st.hosts[host]
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
-// remoteLoopback reports whether the client connected from this machine.
-func remoteLoopback(r *http.Request) bool {
+// local reports whether a request comes from this machine to a loopback
+// name. A tunnel's requests come from a local process too, but carry the
+// tunnel's name as Host.
+func (s *Server) local(r *http.Request) bool {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		return false
 	}
 	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	return ip != nil && ip.IsLoopback() && loopbackName(r.Host)
 }
 
 func (s *Server) proxyKeyOK(st *state, r *http.Request) bool {
