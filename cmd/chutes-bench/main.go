@@ -26,6 +26,18 @@ import (
 	"github.com/chutes-proxy/chutes-proxy/internal/bench"
 )
 
+type envFlag []string
+
+func (e *envFlag) String() string { return strings.Join(*e, " ") }
+
+func (e *envFlag) Set(v string) error {
+	if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
+		return fmt.Errorf("want KEY=VALUE, got %q", v)
+	}
+	*e = append(*e, v)
+	return nil
+}
+
 type targetsFlag []*bench.Target
 
 func (t *targetsFlag) String() string { return "" }
@@ -35,7 +47,7 @@ func (t *targetsFlag) Set(v string) error {
 	if !ok || name == "" || !strings.HasPrefix(url, "http://") {
 		return fmt.Errorf("want NAME=http://HOST:PORT, got %q", v)
 	}
-	if name == "direct" || name == "chutes-proxy" || name == "bare-go" {
+	if name == "direct" || name == "chutes-proxy" || strings.HasPrefix(name, "bare-go") {
 		return fmt.Errorf("%q is taken; pick another name", name)
 	}
 	*t = append(*t, bench.External(name, url))
@@ -43,18 +55,31 @@ func (t *targetsFlag) Set(v string) error {
 }
 
 func main() {
+	if len(os.Args) >= 4 && os.Args[1] == bench.BareCommand {
+		// chutes-bench runs its bare proxy as a subprocess of itself when
+		// the proxy under test is a binary too.
+		tuned := len(os.Args) > 4 && os.Args[4] == "tuned"
+		if err := bench.ServeBare(os.Args[2], os.Args[3], tuned); err != nil {
+			fmt.Fprintln(os.Stderr, "chutes-bench bare proxy:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	os.Exit(run())
 }
 
 func run() int {
 	var o bench.Options
 	var targets targetsFlag
+	var env envFlag
 	var only string
 	fs := flag.NewFlagSet("chutes-bench", flag.ContinueOnError)
 	fs.StringVar(&o.Binary, "binary", "", "run this chutes-proxy binary as a subprocess (start-up, idle RSS, the proxy's own memory); default: in-process")
+	fs.Var(&env, "binary-env", "KEY=VALUE added to the binary's environment, e.g. GOMAXPROCS=1; repeatable")
 	fs.StringVar(&o.FakeListen, "fake-listen", "", "address of the fake upstream, e.g. 127.0.0.1:18080, so that another proxy can be pointed at it (default: a free port)")
 	fs.Var(&targets, "target", "NAME=URL of another proxy already running in front of the fake upstream (--fake-listen); repeatable")
-	fs.BoolVar(&o.WithBare, "with-bare", false, "also measure a bare httputil.ReverseProxy with Go's default Transport")
+	fs.BoolVar(&o.WithBare, "with-bare", false, "also measure a bare httputil.ReverseProxy with Go's default Transport (a subprocess when --binary is given, like the binary)")
+	fs.BoolVar(&o.WithTuned, "with-bare-tuned", false, "also measure the bare proxy with 256 idle connections per host, as chutes-proxy keeps: the floor of what net/http costs")
 	fs.StringVar(&only, "only", "", "comma-separated scenarios to run: "+strings.Join(bench.Scenarios, ","))
 	fs.IntVar(&o.Rounds, "rounds", 3, "rounds per scenario; figures are medians over them")
 	fs.DurationVar(&o.Duration, "duration", 2*time.Second, "length of one target's round, plain scenarios")
@@ -100,6 +125,7 @@ func run() int {
 		}
 	}
 	o.Externals = targets
+	o.BinaryEnv = env
 	o.Out, o.Log = os.Stdout, os.Stderr
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

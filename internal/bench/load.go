@@ -94,6 +94,9 @@ type Sample struct {
 	Delay     []time.Duration // sorted per-event delays (stream)
 	Coalesced int             // events that arrived in the same read as the one before
 	Events    int
+	// CPU is the serving side's CPU time during the round, when known.
+	CPU     time.Duration
+	HaveCPU bool
 }
 
 // RPS is requests (or streams) per second.

@@ -57,6 +57,14 @@ func passFail(ok bool) string {
 	return "**FAIL**"
 }
 
+// cpuCell is a CPU time per unit, "–" when the target shares this process.
+func cpuCell(d time.Duration) string {
+	if d <= 0 {
+		return "–"
+	}
+	return us(d)
+}
+
 func errCell(a *Agg) string {
 	if a.Errors == 0 {
 		return "0"
@@ -91,13 +99,13 @@ func (r *runner) report(w io.Writer) {
 		if m == nil {
 			return
 		}
-		fmt.Fprintf(w, "## %s\n\n| target | req/s | p50 | p99 | added p50 | added p99 | throughput vs direct | errors |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n", title)
+		fmt.Fprintf(w, "## %s\n\n| target | req/s | p50 | p99 | added p50 | added p99 | throughput vs direct | CPU per request | errors |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n", title)
 		for _, a := range r.ordered(m) {
 			add50, add99, ratio := signed(a.AddP50), signed(a.AddP99), fmt.Sprintf("%.2f", a.Ratio)
 			if a.base {
 				add50, add99, ratio = "", "", "1"
 			}
-			fmt.Fprintf(w, "| %s | %.0f | %s | %s | %s | %s | %s | %s |\n", a.Name, a.RPS, us(a.P50), us(a.P99), add50, add99, ratio, errCell(a))
+			fmt.Fprintf(w, "| %s | %.0f | %s | %s | %s | %s | %s | %s | %s |\n", a.Name, a.RPS, us(a.P50), us(a.P99), add50, add99, ratio, cpuCell(a.CPUPerReq), errCell(a))
 		}
 		fmt.Fprintln(w)
 	}
@@ -107,13 +115,13 @@ func (r *runner) report(w io.Writer) {
 	if res.stream != nil {
 		fmt.Fprintf(w, "## Streaming, %d clients, %d events %s apart (%s a round)\n\n", o.StreamClients, o.Events, o.Gap, o.StreamDuration)
 		fmt.Fprintf(w, "Event delay: from the upstream's write (stamp in the event) to the client having the event.\n\n")
-		fmt.Fprintf(w, "| target | streams/s | event delay p50 | p99 | added p50 | added p99 | events | batched with the previous | errors |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+		fmt.Fprintf(w, "| target | streams/s | event delay p50 | p99 | added p50 | added p99 | events | batched with the previous | CPU per event | errors |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 		for _, a := range r.ordered(res.stream) {
 			add50, add99 := signed(a.AddEvP50), signed(a.AddEvP99)
 			if a.base {
 				add50, add99 = "", ""
 			}
-			fmt.Fprintf(w, "| %s | %.0f | %s | %s | %s | %s | %d | %d | %s |\n", a.Name, a.RPS, us(a.EvP50), us(a.EvP99), add50, add99, a.Events, a.Coalesced, errCell(a))
+			fmt.Fprintf(w, "| %s | %.0f | %s | %s | %s | %s | %d | %d | %s | %s |\n", a.Name, a.RPS, us(a.EvP50), us(a.EvP99), add50, add99, a.Events, a.Coalesced, cpuCell(a.CPUPerEvent), errCell(a))
 		}
 		fmt.Fprintln(w)
 	}

@@ -16,9 +16,11 @@ import (
 // Options bound a run. The defaults (see cmd/chutes-bench) keep a whole run
 // under two minutes.
 type Options struct {
-	Binary     string // chutes-proxy binary to run; "" = in-process
-	FakeListen string // address of the fake upstream; "" = 127.0.0.1:0
-	WithBare   bool   // add a bare httputil.ReverseProxy
+	Binary     string   // chutes-proxy binary to run; "" = in-process
+	BinaryEnv  []string // extra KEY=VALUE for the binary, e.g. GOMAXPROCS=1
+	FakeListen string   // address of the fake upstream; "" = 127.0.0.1:0
+	WithBare   bool     // add a bare httputil.ReverseProxy
+	WithTuned  bool     // add one with chutes-proxy's idle-connection pool
 	Externals  []*Target
 	Only       map[string]bool // scenarios to run; empty = all
 
@@ -112,6 +114,7 @@ func Run(ctx context.Context, o Options) error {
 		if err != nil {
 			return err
 		}
+		bin.Env = o.BinaryEnv
 		if o.on("startup") && o.Startups > 0 {
 			for range o.Startups {
 				t, d, err := bin.Start(up.URL)
@@ -155,8 +158,15 @@ func Run(ctx context.Context, o Options) error {
 		r.logf("chutes-proxy in-process on %s", t.URL)
 	}
 	r.targets = []*Target{direct, r.chutes}
-	if o.WithBare {
-		b, err := StartBare(up.URL)
+	for _, tuned := range []bool{false, true} {
+		if !tuned && !o.WithBare || tuned && !o.WithTuned {
+			continue
+		}
+		start := StartBare
+		if o.Binary != "" {
+			start = StartBareProcess
+		}
+		b, err := start(up.URL, tuned)
 		if err != nil {
 			return err
 		}
@@ -270,16 +280,25 @@ type Agg struct {
 	EvP50, EvP99         time.Duration
 	AddEvP50, AddEvP99   time.Duration
 	N, Errors, Coalesced int
-	Events               int
-	FirstErr             string
-	base                 bool
+	// CPUPerReq and CPUPerEvent are the serving side's CPU time per request
+	// (stream) and per event, 0 when unknown.
+	CPUPerReq, CPUPerEvent time.Duration
+	Events                 int
+	FirstErr               string
+	base                   bool
 }
 
 func aggregate(name string, s, base []Sample) *Agg {
 	a := &Agg{Name: name}
 	var rps, ratio []float64
-	var p50, p99, ap50, ap99, e50, e99, ae50, ae99 []time.Duration
+	var p50, p99, ap50, ap99, e50, e99, ae50, ae99, cpr, cpe []time.Duration
 	for i, x := range s {
+		if x.HaveCPU && x.N > 0 {
+			cpr = append(cpr, x.CPU/time.Duration(x.N))
+			if x.Events > 0 {
+				cpe = append(cpe, x.CPU/time.Duration(x.Events))
+			}
+		}
 		a.N += x.N
 		a.Errors += x.Errors
 		a.Coalesced += x.Coalesced
@@ -308,6 +327,7 @@ func aggregate(name string, s, base []Sample) *Agg {
 	a.AddP50, a.AddP99 = median(ap50), median(ap99)
 	a.EvP50, a.EvP99 = median(e50), median(e99)
 	a.AddEvP50, a.AddEvP99 = median(ae50), median(ae99)
+	a.CPUPerReq, a.CPUPerEvent = median(cpr), median(cpe)
 	return a
 }
 
@@ -348,7 +368,13 @@ func medianU(u []uint64) uint64 {
 func (r *runner) targetLegs(run func(t *Target) Sample) []leg {
 	var legs []leg
 	for _, t := range r.targets {
-		legs = append(legs, leg{name: t.Name, t: t, run: func() Sample { return run(t) }})
+		legs = append(legs, leg{name: t.Name, t: t, run: func() Sample {
+			c0, ok0 := procCPU(t.CPUPIDs)
+			s := run(t)
+			c1, ok1 := procCPU(t.CPUPIDs)
+			s.CPU, s.HaveCPU = c1-c0, ok0 && ok1
+			return s
+		}})
 	}
 	return legs
 }

@@ -41,6 +41,10 @@ type Target struct {
 	// PID is the process that serves it when that is not this one (the
 	// binary), 0 otherwise.
 	PID int
+	// CPUPIDs are the processes whose CPU time is the target's (the binary,
+	// the bare subprocess, an external proxy's master and workers); none
+	// when it shares this process.
+	CPUPIDs []int
 	// Mem reads the serving side's memory; nil when unknown.
 	Mem   func(gc bool) (Mem, error)
 	close func()
@@ -186,8 +190,10 @@ func procStatus(pid int) (rss, hwm uint64, err error) {
 
 // Binary is a chutes-proxy binary run as a subprocess.
 type Binary struct {
-	Path  string
-	Dir   string
+	Path string
+	Dir  string
+	// Env is added to the binary's environment (KEY=VALUE).
+	Env   []string
 	pprof bool // the binary has serve --pprof
 }
 
@@ -226,7 +232,9 @@ func (b *Binary) Start(upstreamURL string) (*Target, time.Duration, error) {
 	}
 	cmd := exec.Command(b.Path, args...)
 	cmd.Dir = b.Dir
-	cmd.Env = cleanEnv()
+	cmd.Env = append(cleanEnv(), b.Env...)
+	// Wait must not hang on a stderr pipe that an orphaned child holds.
+	cmd.WaitDelay = 2 * time.Second
 	logPath := filepath.Join(b.Dir, "chutes-proxy.log")
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -252,6 +260,7 @@ func (b *Binary) Start(upstreamURL string) (*Target, time.Duration, error) {
 	}
 	t := &Target{
 		Name: "chutes-proxy", Kind: KindChutes, URL: "http://" + addr, PID: cmd.Process.Pid, PprofAddr: paddr,
+		CPUPIDs: []int{cmd.Process.Pid},
 		close: func() {
 			_ = cmd.Process.Signal(syscall.SIGTERM)
 			select {
@@ -385,28 +394,112 @@ func (h *headWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// StartBare serves a bare httputil.ReverseProxy in front of the upstream
-// with Go's default Transport (2 idle connections per host): what someone
-// writing a proxy in ten lines gets.
-func StartBare(upstreamURL string) (*Target, error) {
+// bareHandler is a bare httputil.ReverseProxy to upstreamURL: with Go's
+// default Transport (2 idle connections per host), what someone writing a
+// proxy in ten lines gets; tuned, with as many idle connections as
+// chutes-proxy keeps (256 per host), which is the floor of what net/http
+// costs per proxied request.
+func bareHandler(upstreamURL string, tuned bool) (http.Handler, error) {
 	u, err := url.Parse(upstreamURL)
 	if err != nil {
 		return nil, err
 	}
 	rp := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(u) }}
+	if tuned {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 512, 256
+		rp.Transport = tr
+	}
+	return rp, nil
+}
+
+func bareName(tuned bool) string {
+	if tuned {
+		return "bare-go-tuned"
+	}
+	return "bare-go"
+}
+
+// StartBare serves a bare proxy (see bareHandler) from this process.
+func StartBare(upstreamURL string, tuned bool) (*Target, error) {
+	h, err := bareHandler(upstreamURL, tuned)
+	if err != nil {
+		return nil, err
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	hs := &http.Server{Handler: rp, ReadHeaderTimeout: 10 * time.Second}
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = hs.Serve(ln) }()
-	return &Target{Name: "bare-go", Kind: KindBare, URL: "http://" + ln.Addr().String(),
+	return &Target{Name: bareName(tuned), Kind: KindBare, URL: "http://" + ln.Addr().String(),
 		close: func() { _ = hs.Close() }}, nil
+}
+
+// BareCommand is the hidden first argument with which chutes-bench serves a
+// bare proxy itself: chutes-bench _bare ADDR UPSTREAM_URL [tuned].
+const BareCommand = "_bare"
+
+// ServeBare is BareCommand's body: it serves the bare proxy on addr until
+// the process is killed.
+func ServeBare(addr, upstreamURL string, tuned bool) error {
+	h, err := bareHandler(upstreamURL, tuned)
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	return hs.ListenAndServe()
+}
+
+// StartBareProcess runs the bare proxy as a subprocess of this executable,
+// so that it crosses a process boundary as the chutes-proxy binary and
+// nginx do (in one process, Go hands requests between goroutines without
+// waking another process: cheaper than any real deployment).
+func StartBareProcess(upstreamURL string, tuned bool) (*Target, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	addr, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	args := []string{BareCommand, addr, upstreamURL}
+	if tuned {
+		args = append(args, "tuned")
+	}
+	cmd := exec.Command(self, args...)
+	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
+	cmd.WaitDelay = 2 * time.Second
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	if _, err := waitListening(time.Now(), addr, exited, 10*time.Second); err != nil {
+		_ = cmd.Process.Kill()
+		<-exited
+		return nil, fmt.Errorf("the bare proxy: %w", err)
+	}
+	pid := cmd.Process.Pid
+	return &Target{Name: bareName(tuned), Kind: KindBare, URL: "http://" + addr, PID: pid, CPUPIDs: []int{pid},
+		Mem: func(bool) (Mem, error) {
+			rss, hwm, err := procStatus(pid)
+			return Mem{RSS: rss, HWM: hwm}, err
+		},
+		close: func() {
+			_ = cmd.Process.Kill()
+			<-exited
+		}}, nil
 }
 
 // External is a proxy someone else runs in front of the same upstream.
 func External(name, base string) *Target {
 	base = strings.TrimRight(base, "/")
 	base = strings.TrimSuffix(base, "/v1")
-	return &Target{Name: name, Kind: KindExternal, URL: base}
+	t := &Target{Name: name, Kind: KindExternal, URL: base}
+	if u, err := url.Parse(base); err == nil {
+		t.CPUPIDs, _ = listenerPIDs(u.Host)
+	}
+	return t
 }
