@@ -25,7 +25,7 @@ func TestMain(m *testing.M) {
 func TestRunSmall(t *testing.T) {
 	var out, log bytes.Buffer
 	err := Run(context.Background(), Options{
-		WithBare: true, Rounds: 1, Duration: 100 * time.Millisecond, Clients: 4, BodySize: 1024,
+		WithBare: true, WithTuned: true, Rounds: 1, Duration: 100 * time.Millisecond, Clients: 4, BodySize: 1024,
 		StreamClients: 2, StreamDuration: 100 * time.Millisecond, Events: 5, Gap: time.Millisecond,
 		FailoverCount: 10, LargeBodyMB: 1, LargeCount: 2,
 		Concurrent: 50, ConcurrentEvents: 5, ConcurrentGap: 20 * time.Millisecond,

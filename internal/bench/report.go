@@ -132,7 +132,7 @@ func (r *runner) report(w io.Writer) {
 		if a := res.refused; a != nil {
 			fmt.Fprintf(w, "| %s (connection reset) | %s | %s | %s | %s | %s | %d of %d requests | %s |\n", ModelRefused, a.Name, us(a.P50), us(a.P99), signed(a.AddP50), signed(a.AddP99), res.refusedCalls, res.refusedReqs, errCell(a))
 		}
-		for _, a := range []*Agg{res.breaker, res.breakerVsDirect} {
+		for _, a := range []*Agg{res.breaker, res.breakerVsAlias, res.breakerVsDirect} {
 			if a != nil {
 				fmt.Fprintf(w, "| %s (breaker open) | %s | %s | %s | %s | %s | %d | %s |\n", ModelDead, a.Name, us(a.P50), us(a.P99), signed(a.AddP50), signed(a.AddP99), res.deadCalls, errCell(a))
 			}
@@ -195,7 +195,8 @@ func (r *runner) report(w io.Writer) {
 	}
 	if a := res.breaker; a != nil {
 		row("failover, first model's breaker open", "≤ 50 µs added, no upstream call",
-			fmt.Sprintf("%s p50 vs proxied second model (%s vs direct); %d upstream calls", signed(a.AddP50), signed(res.breakerVsDirect.AddP50), res.deadCalls),
+			fmt.Sprintf("%s p50 vs proxied second model (%s vs the second model by alias, also rewritten; %s vs direct); %d upstream calls",
+				signed(a.AddP50), signed(res.breakerVsAlias.AddP50), signed(res.breakerVsDirect.AddP50), res.deadCalls),
 			passFail(a.AddP50 <= 50*time.Microsecond && res.deadCalls == 0 && a.Errors == 0))
 	}
 	if r.chutes.PID != 0 && res.idleRSS > 0 {

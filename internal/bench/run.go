@@ -73,6 +73,7 @@ type results struct {
 	plain16, plain1, stream map[string]*Agg
 	refused, breaker        *Agg
 	breakerVsDirect         *Agg
+	breakerVsAlias          *Agg
 	refusedCalls, deadCalls int64
 	refusedReqs             int
 	largeAlloc              float64 // bytes allocated by the proxy per large request
@@ -516,12 +517,21 @@ func (r *runner) breakerScenario() error {
 		return err
 	}
 	legs, name := r.failoverLegs(ModelDead)
+	// The skip's own cost, apart from the body rewrite that every
+	// fallback pays: the backup asked for by an alias is rewritten too.
+	aliasBody := ChatBody(AliasBackup, false, r.o.BodySize)
+	aliasLeg := "proxied " + AliasBackup
+	legs = append(legs, leg{name: aliasLeg, t: r.chutes, run: func() Sample {
+		return r.c.Plain(r.ctx, chatURL(r.chutes), aliasBody, 1, 0, r.o.FailoverCount)
+	}})
 	for _, l := range legs {
 		r.warmLeg(l)
 	}
 	before := r.up.Dead()
 	got := r.rounds(legs, nil)
 	r.res.deadCalls = r.up.Dead() - before
+	r.res.breakerVsAlias = aggregate(name, got[name], got[aliasLeg])
+	r.res.breakerVsAlias.Name = "vs proxied " + AliasBackup + " (rewritten, no skip)"
 	r.res.breaker = aggregate(name, got[name], got[legs[1].name])
 	r.res.breaker.Name = "vs proxied " + ModelBackup
 	r.res.breakerVsDirect = aggregate(name, got[name], got[legs[0].name])

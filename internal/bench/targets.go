@@ -95,6 +95,7 @@ fallbacks = ["` + ModelBackup + `"]
 
 [[models]]
 id = "` + ModelBackup + `"
+aliases = ["` + AliasBackup + `"]
 
 # Never opens: every request pays the refused attempt.
 [[models]]

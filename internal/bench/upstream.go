@@ -26,6 +26,10 @@ const (
 	ModelOK = "bench/ok"
 	// ModelBackup answers at once; it is every chain's fallback.
 	ModelBackup = "bench/backup"
+	// AliasBackup is an alias of ModelBackup: a request for it is served by
+	// the backup with the body's model rewritten, as after a failover, but
+	// without a skip.
+	AliasBackup = "bench-backup-alias"
 	// ModelRefused stands for a model whose upstream refuses connections:
 	// the fake reads the request and resets the TCP connection (SO_LINGER
 	// 0), which the proxy sees as a connection error before any byte.
