@@ -45,8 +45,16 @@ func TestRunSmall(t *testing.T) {
 			t.Errorf("report lacks %q:\n%s", want, report)
 		}
 	}
-	if strings.Contains(report, "⚠") || !strings.Contains(report, "| 50 ok, 0 errors |") {
-		t.Errorf("errors on loopback with this little load:\n%s", report)
+	if !strings.Contains(report, "| 50 ok, 0 errors |") {
+		t.Errorf("errors among the concurrent streams:\n%s", report)
+	}
+	for line := range strings.Lines(report) {
+		// The bare ReverseProxy cuts a stream now and then ("read error
+		// during body copy: use of closed network connection"); that is
+		// its own affair. The direct path and chutes-proxy must not fail.
+		if strings.Contains(line, "⚠") && !strings.HasPrefix(line, "| bare-go") {
+			t.Errorf("errors on loopback with this little load: %s", line)
+		}
 	}
 }
 

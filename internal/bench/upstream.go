@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -74,7 +73,30 @@ func StartUpstream(addr string) (*Upstream, error) {
 // Close stops the upstream and cuts its connections.
 func (u *Upstream) Close() { _ = u.srv.Close() }
 
-var bodies = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+// bodies is a free list of request buffers. Not a sync.Pool: a GC empties
+// a Pool, and the large-body scenario subtracts this process's allocations
+// in the direct run from those in the proxied run, so the fake upstream
+// must allocate the same (nothing) in both.
+var bodies = make(chan *bytes.Buffer, 4096)
+
+func getBody() *bytes.Buffer {
+	select {
+	case b := <-bodies:
+		return b
+	default:
+		return new(bytes.Buffer)
+	}
+}
+
+func putBody(b *bytes.Buffer) {
+	if b.Cap() > 4<<20 {
+		return
+	}
+	select {
+	case bodies <- b:
+	default:
+	}
+}
 
 // plainReply is a typical non-stream chat completion (~450 bytes).
 var plainReply = []byte(`{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"bench/ok","system_fingerprint":null,` +
@@ -92,13 +114,9 @@ func (u *Upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, `{"error":{"message":"not found","code":"not_found"}}`, http.StatusNotFound)
 		return
 	}
-	buf := bodies.Get().(*bytes.Buffer)
+	buf := getBody()
 	buf.Reset()
-	defer func() {
-		if buf.Cap() <= 4<<20 {
-			bodies.Put(buf)
-		}
-	}()
+	defer putBody(buf)
 	if _, err := buf.ReadFrom(r.Body); err != nil {
 		return
 	}
