@@ -193,45 +193,60 @@ func (s *scanner) skipSpace() {
 
 func (s *scanner) errf(msg string) error { return &SyntaxError{s.pos, msg} }
 
-// str consumes one JSON string starting at s.pos.
+// special marks the bytes that end a plain run inside a JSON string: the
+// closing quote, an escape, or a control character (invalid in JSON).
+var special = func() (t [256]bool) {
+	for c := range 0x20 {
+		t[c] = true
+	}
+	t['"'], t['\\'] = true, true
+	return t
+}()
+
+// str consumes one JSON string starting at s.pos, in one pass.
 func (s *scanner) str() error {
 	if s.peek() != '"' {
 		return s.errf("expected a string")
 	}
-	s.pos++
+	buf, i := s.buf, s.pos+1
 	for {
-		i := bytes.IndexAny(s.buf[s.pos:], "\"\\")
-		if i < 0 {
-			s.pos = len(s.buf)
+		for i+8 <= len(buf) && !special[buf[i]] && !special[buf[i+1]] && !special[buf[i+2]] && !special[buf[i+3]] &&
+			!special[buf[i+4]] && !special[buf[i+5]] && !special[buf[i+6]] && !special[buf[i+7]] {
+			i += 8
+		}
+		for i < len(buf) && !special[buf[i]] {
+			i++
+		}
+		if i >= len(buf) {
+			s.pos = len(buf)
 			return s.errf("unterminated string")
 		}
-		for _, c := range s.buf[s.pos : s.pos+i] {
-			if c < 0x20 {
-				return s.errf("control character in string")
-			}
-		}
-		s.pos += i
-		if s.buf[s.pos] == '"' {
-			s.pos++
+		s.pos = i
+		switch buf[i] {
+		case '"':
+			s.pos = i + 1
 			return nil
-		}
-		// backslash escape
-		s.pos++
-		switch s.peek() {
-		case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+		case '\\':
 			s.pos++
-		case 'u':
-			if s.pos+5 > len(s.buf) {
-				return s.errf("short \\u escape")
-			}
-			for _, c := range s.buf[s.pos+1 : s.pos+5] {
-				if !isHex(c) {
-					return s.errf("bad \\u escape")
+			switch s.peek() {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				s.pos++
+			case 'u':
+				if s.pos+5 > len(buf) {
+					return s.errf("short \\u escape")
 				}
+				for _, c := range buf[s.pos+1 : s.pos+5] {
+					if !isHex(c) {
+						return s.errf("bad \\u escape")
+					}
+				}
+				s.pos += 5
+			default:
+				return s.errf("bad escape")
 			}
-			s.pos += 5
+			i = s.pos
 		default:
-			return s.errf("bad escape")
+			return s.errf("control character in string")
 		}
 	}
 }
