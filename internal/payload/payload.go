@@ -124,12 +124,23 @@ func Parse(raw []byte) (Body, error) {
 	return b, nil
 }
 
+// smallBody is the size up to which Reader copies a rewritten body into one
+// buffer: net/http writes a *bytes.Reader body with the headers in one
+// system call, but a MultiReader's pieces in several, which costs more than
+// copying a few KiB.
+const smallBody = 64 << 10
+
 // Reader returns the body with its model value replaced by model, and its
-// length. Nothing is copied: the reader walks the prefix, the new value and
-// the suffix of Raw in turn. With the same model it reads Raw as is.
+// length. With the same model it reads Raw as is. A rewritten body up to
+// 64 KiB is one small copy; a larger one is not copied at all: the reader
+// walks the prefix, the new value and the suffix of Raw in turn.
 func (b Body) Reader(model string) (io.Reader, int64) {
 	if model == b.Model || b.start < 0 {
 		return bytes.NewReader(b.Raw), int64(len(b.Raw))
+	}
+	if len(b.Raw) <= smallBody {
+		w := b.With(model)
+		return bytes.NewReader(w), int64(len(w))
 	}
 	q := Quote(model)
 	n := int64(b.start + len(q) + len(b.Raw) - b.end)

@@ -31,8 +31,10 @@ var (
 // diagnosis, small enough that a hostile upstream cannot exhaust memory.
 const maxErrorBody = 16 << 10
 
-// bufSize is the read buffer of a committed response, from a pool.
-const bufSize = 16 << 10
+// bufSize is the read buffer of a committed response, from a pool. 4 KiB
+// holds any ordinary SSE event (longer lines pass through in pieces) and
+// keeps a thousand open streams' heap small.
+const bufSize = 4 << 10
 
 var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, bufSize) }}
 

@@ -43,7 +43,5 @@ func NewTransport(u config.Upstream) *http.Transport {
 		// The proxy asks for identity encoding so that it can read error
 		// bodies and SSE events; it never compresses or decompresses.
 		DisableCompression: true,
-		WriteBufferSize:    16 << 10,
-		ReadBufferSize:     16 << 10,
 	}
 }

@@ -56,6 +56,7 @@ type Counter struct {
 	file    string
 	limit   int
 	day     string // the day of disk and pending
+	dayNum  int64  // the same day as days since 1970 (UTC), cheap to compare
 	disk    int    // the file's count for day at the last read or write
 	pending int    // counted here, not yet written
 	problem string // the last state-file problem, "" when none
@@ -112,8 +113,12 @@ func (c *Counter) Add(n int) {
 // rollLocked starts a new day. Unwritten counts of the day that ended are
 // dropped: the file keeps only the current day, whose cap they do not touch.
 func (c *Counter) rollLocked(now time.Time) {
-	if d := dayOf(now); d != c.day {
-		c.day, c.disk, c.pending = d, 0, 0
+	// Every request passes here twice; format the date only when it changes.
+	if n := now.Unix() / 86400; n != c.dayNum || c.day == "" {
+		if d := dayOf(now); d != c.day {
+			c.day, c.disk, c.pending = d, 0, 0
+		}
+		c.dayNum = n
 	}
 }
 
