@@ -348,6 +348,14 @@ func (c *checker) duration(key string, d Duration) {
 	}
 }
 
+// positive checks a time-out or wait that has no "off": 0 would fail every
+// request at once.
+func (c *checker) positive(key string, d Duration) {
+	if d <= 0 {
+		c.add(key, "must be more than 0 (it has no \"off\"); got %s", d.D())
+	}
+}
+
 // rate checks a requests_per_minute; it reports whether the value is
 // usable.
 func (c *checker) rate(key string, r float64) bool {
@@ -403,10 +411,10 @@ func validate(cfg *Config, from func(string) string) Problems {
 		c.add("upstream.base_url", "%q is an endpoint, not the API's base; drop the endpoint, e.g. \"https://llm.chutes.ai/v1\"", up.BaseURL)
 	}
 	c.key("upstream.api_key", up.APIKey)
-	c.duration("upstream.connect_timeout", up.ConnectTimeout)
-	c.duration("upstream.first_byte_timeout", up.FirstByteTimeout)
-	c.duration("upstream.idle_timeout", up.IdleTimeout)
-	c.duration("upstream.request_timeout", up.RequestTimeout)
+	c.positive("upstream.connect_timeout", up.ConnectTimeout)
+	c.positive("upstream.first_byte_timeout", up.FirstByteTimeout)
+	c.positive("upstream.idle_timeout", up.IdleTimeout)
+	c.positive("upstream.request_timeout", up.RequestTimeout)
 	if up.Resolver != "" {
 		if msg := hostPort(up.Resolver, false); msg != "" {
 			c.add("upstream.resolver", "%s; use e.g. \"1.1.1.1:53\", or \"\" for the system's resolver", msg)
@@ -420,7 +428,7 @@ func validate(cfg *Config, from func(string) string) Problems {
 
 	c.atLeastOne("failover.max_attempts", cfg.Failover.MaxAttempts)
 	c.atLeastOne("breaker.failures", cfg.Breaker.Failures)
-	c.duration("breaker.cooldown", cfg.Breaker.Cooldown)
+	c.positive("breaker.cooldown", cfg.Breaker.Cooldown)
 
 	rl := cfg.RateLimit
 	rateOK := c.rate("rate_limit.requests_per_minute", rl.RequestsPerMinute)
@@ -553,7 +561,7 @@ func (c *checker) models(cfg *Config) {
 			c.atLeastOne(pre+"failures", *m.Failures)
 		}
 		if m.Cooldown != nil {
-			c.duration(pre+"cooldown", *m.Cooldown)
+			c.positive(pre+"cooldown", *m.Cooldown)
 		}
 		// Without either override the [rate_limit] check has spoken.
 		if rateOK && rate > 0 && burst == 0 && (m.Burst != nil || m.RequestsPerMinute != nil) {
