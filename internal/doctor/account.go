@@ -3,36 +3,22 @@ package doctor
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/chutes-proxy/chutes-proxy/internal/config"
 	"github.com/chutes-proxy/chutes-proxy/internal/diagnose"
-	"github.com/chutes-proxy/chutes-proxy/internal/failover"
+	"github.com/chutes-proxy/chutes-proxy/internal/health"
 )
 
-// AccountAPI is a small client for Chutes' account API ({account_url},
-// https://api.chutes.ai): per key and free of charge, it tells whether
-// Chutes accepts the key, how much of the daily request quota is used, and
-// the balance. /models cannot tell: it answers without a key.
-type AccountAPI struct {
-	// Client makes the requests; each is bounded by its context.
-	Client *http.Client
-	// BaseURL is account_url, without a trailing slash.
-	BaseURL string
-}
-
-// Quota is the daily request quota, GET /users/me/quota_usage/me →
-// {"quota": 300, "used": 15, "chute_id": "*"}. Chutes resets it at 00:00
-// UTC.
+// Quota is the daily request quota as the doctor reads Chutes' answer to
+// GET /users/me/quota_usage/me ({"quota": 300, "used": 15, "chute_id":
+// "*"}, parsed by the health package). Chutes resets it at 00:00 UTC.
 type Quota struct {
 	// Limit is the number of requests a day; 0 with Unlimited set means
 	// there is no limit (Chutes sends quota 0, or "unlimited" for free and
@@ -55,104 +41,44 @@ func (q Quota) Fraction() float64 {
 	return q.Used / q.Limit
 }
 
-// StatusError is an answer other than 200 from the account API.
-type StatusError struct {
-	Status int
-	// Reason is the API's own words ({"detail": ...}), or the status text.
-	Reason string
+// readQuota reads a quota_usage answer with health's parsers; an answer
+// with neither field is an unknown quota, not an error.
+func readQuota(body []byte) (Quota, error) {
+	u, err := health.ParseQuotaUsage(body)
+	limit, unlimited, set := health.QuotaLimit(body)
+	switch {
+	case err == nil:
+		return Quota{Limit: u.Limit, Unlimited: unlimited, Used: u.Used, Known: true}, nil
+	case set:
+		return Quota{Limit: limit, Unlimited: unlimited, Known: true}, nil
+	case errors.Is(err, health.ErrNoQuota):
+		return Quota{}, nil
+	}
+	return Quota{}, fmt.Errorf("%s: %w", health.QuotaUsagePath, err)
 }
 
-func (e *StatusError) Error() string {
-	return fmt.Sprintf("account API answered %d: %s", e.Status, e.Reason)
-}
-
-// Rejected reports whether the answer means the key is not accepted.
-func (e *StatusError) Rejected() bool {
-	return e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden
-}
-
-// Quota asks for the key's daily quota and its use today.
-func (a *AccountAPI) Quota(ctx context.Context, key string) (Quota, error) {
-	m, err := a.get(ctx, key, "/users/me/quota_usage/me")
+// fetchQuota asks Chutes' account API for the key's daily quota and its
+// use today.
+func fetchQuota(ctx context.Context, client *http.Client, accountURL, key string) (Quota, error) {
+	body, err := health.Get(ctx, client, accountURL, health.QuotaUsagePath, key)
 	if err != nil {
 		return Quota{}, err
 	}
-	var q Quota
-	if v, ok := m["quota"]; ok {
-		switch n, isNum, word := number(v); {
-		case isNum:
-			q.Limit, q.Known = n, true
-			q.Unlimited = n == 0
-		case strings.EqualFold(word, "unlimited"):
-			q.Unlimited, q.Known = true, true
-		}
-	}
-	if n, isNum, _ := number(m["used"]); isNum {
-		q.Used, q.Known = n, true
-	}
-	return q, nil
+	return readQuota(body)
 }
 
-// Balance asks for the account's balance in USD (GET /users/me, field
-// "balance"); ok is false when the answer has none.
-func (a *AccountAPI) Balance(ctx context.Context, key string) (balance float64, ok bool, err error) {
-	m, err := a.get(ctx, key, "/users/me")
+// fetchBalance asks for the account's balance in USD; ok is false when the
+// answer has none.
+func fetchBalance(ctx context.Context, client *http.Client, accountURL, key string) (balance float64, ok bool, err error) {
+	body, err := health.Get(ctx, client, accountURL, health.UserPath, key)
 	if err != nil {
 		return 0, false, err
 	}
-	n, isNum, _ := number(m["balance"])
-	return n, isNum, nil
-}
-
-// get fetches one JSON object. Chutes' monitors send the key as a Bearer
-// token, which the API accepts as well as the bare key.
-func (a *AccountAPI) get(ctx context.Context, key, path string) (map[string]json.RawMessage, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.BaseURL+path, nil)
+	b, ok, err := health.ParseBalance(body)
 	if err != nil {
-		return nil, err
+		return 0, false, fmt.Errorf("%s: %w", health.UserPath, err)
 	}
-	req.Header.Set("Authorization", "Bearer "+key)
-	req.Header.Set("Accept", "application/json")
-	resp, err := a.Client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", path, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		reason := failover.ReasonFromBody(body)
-		if reason == "" {
-			reason = strings.ToLower(http.StatusText(resp.StatusCode))
-		}
-		return nil, &StatusError{Status: resp.StatusCode, Reason: reason}
-	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(body, &m); err != nil {
-		return nil, fmt.Errorf("%s did not answer with a JSON object: %w", path, err)
-	}
-	return m, nil
-}
-
-// number reads a JSON number, or a string holding one; word is the string
-// when it holds something else.
-func number(raw json.RawMessage) (n float64, ok bool, word string) {
-	if len(raw) == 0 || string(raw) == "null" {
-		return 0, false, ""
-	}
-	if err := json.Unmarshal(raw, &n); err == nil {
-		return n, !math.IsNaN(n) && !math.IsInf(n, 0), ""
-	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
-		return 0, false, ""
-	}
-	if n, err := strconv.ParseFloat(strings.TrimSpace(s), 64); err == nil && !math.IsNaN(n) && !math.IsInf(n, 0) {
-		return n, true, ""
-	}
-	return 0, false, s
+	return b, ok, nil
 }
 
 // checkAccount asks the account API whether Chutes accepts the key, and
@@ -172,7 +98,6 @@ func (r *runner) checkAccount(ctx context.Context) Result {
 	}
 	ctx, cancel := context.WithTimeout(ctx, accountTimeout)
 	defer cancel()
-	api := &AccountAPI{Client: r.client, BaseURL: cfg.Upstream.AccountURL}
 
 	type balance struct {
 		v   float64
@@ -181,17 +106,18 @@ func (r *runner) checkAccount(ctx context.Context) Result {
 	}
 	bch := make(chan balance, 1)
 	go func() {
-		v, ok, err := api.Balance(ctx, key)
+		v, ok, err := fetchBalance(ctx, r.client, cfg.Upstream.AccountURL, key)
 		bch <- balance{v, ok, err}
 	}()
-	q, qerr := api.Quota(ctx, key)
+	q, qerr := fetchQuota(ctx, r.client, cfg.Upstream.AccountURL, key)
 	b := <-bch
 
 	for _, err := range []error{qerr, b.err} {
-		if se, isStatus := err.(*StatusError); isStatus && se.Rejected() {
+		var se *health.StatusError
+		if errors.As(err, &se) && se.Rejected() {
 			env := diagnose.Env{KeyPrefix: config.Redact(key), KeyLooksWrong: !strings.HasPrefix(key, "cpk_")}
 			r.account = "key rejected"
-			return fail(CheckAccount, "%s", diagnose.InvalidKey(fmt.Sprintf("%d from %s: %s", se.Status, cfg.Upstream.AccountURL, se.Reason), env).Message)
+			return fail(CheckAccount, "%s", diagnose.InvalidKey(fmt.Sprintf("%d from %s: %s", se.Status, cfg.Upstream.AccountURL, statusReason(se)), env).Message)
 		}
 	}
 	if qerr != nil && b.err != nil {
@@ -239,10 +165,22 @@ func (r *runner) checkAccount(ctx context.Context) Result {
 	return ok(CheckAccount, "key accepted; %s", r.account)
 }
 
+// statusReason is the account API's own words for a status, or the
+// status text.
+func statusReason(se *health.StatusError) string {
+	if se.Reason != "" {
+		return se.Reason
+	}
+	return strings.ToLower(http.StatusText(se.Status))
+}
+
 func accountReason(err error) string {
 	var de *net.DNSError
 	var ve *tls.CertificateVerificationError
+	var se *health.StatusError
 	switch {
+	case errors.As(err, &se):
+		return fmt.Sprintf("account API answered %d: %s", se.Status, statusReason(se))
 	case errors.As(err, &de):
 		return "cannot resolve " + de.Name + ": " + dnsReason(err)
 	case errors.As(err, &ve):

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/chutes-proxy/chutes-proxy/internal/doctor"
+	"github.com/chutes-proxy/chutes-proxy/internal/health"
 )
 
 // TestMain fails the package if a run leaves a goroutine behind: Run
@@ -553,8 +554,7 @@ func TestAccountAPIParsesLeniently(t *testing.T) {
 				}
 			}))
 			defer srv.Close()
-			api := &doctor.AccountAPI{Client: srv.Client(), BaseURL: srv.URL}
-			q, err := api.Quota(context.Background(), "cpk_x")
+			q, err := doctor.FetchQuota(context.Background(), srv.Client(), srv.URL, "cpk_x")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -564,7 +564,7 @@ func TestAccountAPIParsesLeniently(t *testing.T) {
 			if q.UsedUp() != tt.usedUp {
 				t.Errorf("UsedUp = %v", q.UsedUp())
 			}
-			b, ok, err := api.Balance(context.Background(), "cpk_x")
+			b, ok, err := doctor.FetchBalance(context.Background(), srv.Client(), srv.URL, "cpk_x")
 			if err != nil || ok != tt.hasBal || b != tt.balance {
 				t.Errorf("balance = %v, %v, %v; want %v, %v", b, ok, err, tt.balance, tt.hasBal)
 			}
@@ -578,9 +578,8 @@ func TestAccountAPIRejected(t *testing.T) {
 		_ = json.NewEncoder(w).Encode(map[string]string{"detail": "Invalid token."})
 	}))
 	defer srv.Close()
-	api := &doctor.AccountAPI{Client: srv.Client(), BaseURL: srv.URL}
-	_, err := api.Quota(context.Background(), "cpk_x")
-	se, ok := err.(*doctor.StatusError)
+	_, err := doctor.FetchQuota(context.Background(), srv.Client(), srv.URL, "cpk_x")
+	se, ok := err.(*health.StatusError)
 	if !ok || !se.Rejected() || se.Reason != "Invalid token." {
 		t.Fatalf("err = %v", err)
 	}

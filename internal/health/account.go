@@ -193,9 +193,9 @@ func getJSON(ctx context.Context, client *http.Client, url, key string) ([]byte,
 	resp, err := client.Do(req)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
-			return nil, 0, fmt.Errorf("GET %s: no answer within %s", url, accountTimeout)
+			return nil, 0, &requestError{fmt.Sprintf("GET %s: no answer within %s", url, accountTimeout), err}
 		}
-		return nil, 0, fmt.Errorf("GET %s: %s", url, failover.Describe(err))
+		return nil, 0, &requestError{fmt.Sprintf("GET %s: %s", url, failover.Describe(err)), err}
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
@@ -204,6 +204,64 @@ func getJSON(ctx context.Context, client *http.Client, url, key string) ([]byte,
 	}
 	return b, resp.StatusCode, nil
 }
+
+// requestError says a request failed in words for people, and keeps the
+// cause for errors.Is and errors.As.
+type requestError struct {
+	msg string
+	err error
+}
+
+func (e *requestError) Error() string { return e.msg }
+func (e *requestError) Unwrap() error { return e.err }
+
+// StatusError is an answer other than 200 from the account API.
+type StatusError struct {
+	// Path is the path asked, e.g. QuotaUsagePath.
+	Path string
+	// Status is the HTTP status.
+	Status int
+	// Reason is the API's own words ({"detail": ...}), "" when it gave none.
+	Reason string
+}
+
+func (e *StatusError) Error() string {
+	msg := fmt.Sprintf("GET %s answered %d", e.Path, e.Status)
+	if e.Reason != "" {
+		msg += ": " + e.Reason
+	}
+	return msg
+}
+
+// Rejected reports whether the answer (401 or 403) means the key is not
+// accepted.
+func (e *StatusError) Rejected() bool {
+	return e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden
+}
+
+// Get asks one path of Chutes' account API at accountURL (e.g.
+// QuotaUsagePath) with key, for callers that read the answer themselves
+// (with ParseQuotaUsage, QuotaLimit, ParseBalance). An answer other than
+// 200 is a *StatusError; a failed request's error wraps its cause (a
+// *url.Error). Only ctx bounds it; the key goes only in the Authorization
+// header.
+func Get(ctx context.Context, client *http.Client, accountURL, path, key string) ([]byte, error) {
+	if client == nil {
+		client = http.DefaultClient
+	}
+	body, status, err := getJSON(ctx, client, strings.TrimRight(accountURL, "/")+path, key)
+	if err != nil {
+		return nil, err
+	}
+	if status != http.StatusOK {
+		return nil, &StatusError{Path: path, Status: status, Reason: failover.ReasonFromBody(body)}
+	}
+	return body, nil
+}
+
+// ErrNoQuota is ParseQuotaUsage's error for a JSON object that has neither
+// the quota nor the use as a number.
+var ErrNoQuota = errors.New(`no "quota" or "used" number in the answer`)
 
 // QuotaUsage is GET /users/me/quota_usage/me.
 type QuotaUsage struct {
@@ -234,13 +292,39 @@ func ParseQuotaUsage(body []byte) (QuotaUsage, error) {
 	limit, okL := firstNumber(obj, "quota", "limit")
 	used, okU := firstNumber(obj, "used", "usage", "count")
 	if !okL && !okU {
-		return QuotaUsage{}, errors.New(`no "quota" or "used" number in the answer`)
+		return QuotaUsage{}, ErrNoQuota
 	}
 	q.Limit, q.Used = max(limit, 0), max(used, 0)
 	if s, ok := obj["chute_id"].(string); ok {
 		q.ChuteID = s
 	}
 	return q, nil
+}
+
+// QuotaLimit reads how a quota_usage answer states the limit, which
+// QuotaUsage folds into Limit 0: set is true when the answer sends one
+// ("quota" or "limit", at the top level or under "data"), as a number or as
+// "unlimited"; unlimited is true when it is "unlimited" or 0. limit is the
+// number sent, clamped at 0.
+func QuotaLimit(body []byte) (limit float64, unlimited, set bool) {
+	obj, err := object(body)
+	if err != nil {
+		return 0, false, false
+	}
+	if _, ok := firstNumber(obj, "quota", "limit", "used"); !ok {
+		if inner, ok := obj["data"].(map[string]any); ok {
+			obj = inner
+		}
+	}
+	for _, k := range []string{"quota", "limit"} {
+		if n, ok := number(obj[k]); ok {
+			return max(n, 0), n == 0, true
+		}
+		if s, ok := obj[k].(string); ok && strings.EqualFold(strings.TrimSpace(s), "unlimited") {
+			return 0, true, true
+		}
+	}
+	return 0, false, false
 }
 
 // ParseBalance reads "balance" from GET /users/me leniently (a number or a

@@ -2,6 +2,7 @@ package health_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -233,5 +234,30 @@ func TestAccountInStatus(t *testing.T) {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("metrics lack %q", want)
 		}
+	}
+}
+
+func TestQuotaLimit(t *testing.T) {
+	tests := []struct {
+		body           string
+		limit          float64
+		unlimited, set bool
+	}{
+		{`{"quota":300,"used":15}`, 300, false, true},
+		{`{"quota":0,"used":7}`, 0, true, true},
+		{`{"quota":"unlimited"}`, 0, true, true},
+		{`{"limit":"Unlimited","used":1}`, 0, true, true},
+		{`{"data":{"quota":50,"used":1}}`, 50, false, true},
+		{`{"used":3}`, 0, false, false},
+		{`<html>`, 0, false, false},
+	}
+	for _, tt := range tests {
+		limit, unlimited, set := health.QuotaLimit([]byte(tt.body))
+		if limit != tt.limit || unlimited != tt.unlimited || set != tt.set {
+			t.Errorf("QuotaLimit(%s) = %v, %v, %v; want %v, %v, %v", tt.body, limit, unlimited, set, tt.limit, tt.unlimited, tt.set)
+		}
+	}
+	if _, err := health.ParseQuotaUsage([]byte(`{}`)); !errors.Is(err, health.ErrNoQuota) {
+		t.Errorf("ParseQuotaUsage({}) = %v, want ErrNoQuota", err)
 	}
 }

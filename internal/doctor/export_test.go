@@ -1,0 +1,7 @@
+package doctor
+
+// Exported for doctor_test.
+var (
+	FetchQuota   = fetchQuota
+	FetchBalance = fetchBalance
+)
