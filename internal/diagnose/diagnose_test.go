@@ -2,6 +2,7 @@ package diagnose
 
 import (
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -93,6 +94,10 @@ func TestMessages(t *testing.T) {
 		{"wrong url", Explain(failover.Result{Attempts: []failover.Attempt{
 			{Model: "a/one", Kind: failover.KindFailed, Reason: "an HTML page", Err: &failover.NotAPIError{Status: 200, ContentType: "text/html"}}}}, failover.ErrExhausted,
 			Env{BaseURL: "https://api.chutes.ai/v1"}), 502, CodeUpstreamNotAPI, []string{"account API", CurrentBaseURL}},
+		{"network, not the models", Explain(failover.Result{Attempts: []failover.Attempt{
+			{Model: "a/one", Kind: failover.KindFailed, Reason: "DNS: host llm.chutes.ai not found", Err: &net.DNSError{Name: "llm.chutes.ai", IsNotFound: true}},
+			{Model: "b/two", Kind: failover.KindFailed, Reason: "DNS: host llm.chutes.ai not found", Err: &net.DNSError{Name: "llm.chutes.ai", IsNotFound: true}}}}, failover.ErrExhausted, env),
+			503, CodeAllUnavailable, []string{"could not reach llm.chutes.ai", "not Chutes' models", "VPN", "resolver", "doctor"}},
 		{"invalid json", BodyError(fmt.Errorf("x: %w", &payload.SyntaxError{Offset: 3, Msg: "expected ':'"}), 32), 400, CodeInvalidJSON, []string{"not valid JSON", "byte 3"}},
 		{"missing model", BodyError(payload.ErrNoModel, 32), 400, CodeMissingModel, []string{`"model"`}},
 		{"too large", BodyError(ErrBodyTooLarge, 32), 413, CodeBodyTooLarge, []string{"32 MB", "max_body_mb"}},

@@ -186,7 +186,7 @@ func isOpenAIError(b []byte) bool {
 
 // exhausted explains a chain where no model served.
 func exhausted(res failover.Result, env Env) *Error {
-	var upstream429, local, notFound, notAPI, other, total int
+	var upstream429, local, notFound, notAPI, network, other, total int
 	var retry time.Duration
 	for _, a := range res.Attempts {
 		total++
@@ -210,11 +210,15 @@ func exhausted(res failover.Result, env Env) *Error {
 			}
 		case errors.As(a.Err, &na):
 			notAPI++
+		case a.Err != nil && failover.IsNetwork(a.Err):
+			network++
 		default:
 			other++
 		}
 	}
 	switch {
+	case total > 0 && network == total:
+		return Unreachable(env.BaseURL, res.Attempts)
 	case total > 0 && notAPI == total:
 		return WrongURL(env.BaseURL, res.Attempts[0].Reason)
 	case total > 0 && notFound == total && !listedAny(res, env):
@@ -249,6 +253,30 @@ func exhausted(res failover.Result, env Env) *Error {
 		e.RetryAfter = retry
 	}
 	return e
+}
+
+// Unreachable explains a walk where no attempt reached the upstream at
+// all: the network, not the models, so failing over could not help.
+func Unreachable(base string, as []failover.Attempt) *Error {
+	host := base
+	if u, err := url.Parse(base); err == nil && u.Host != "" {
+		host = u.Host
+	}
+	reason := as[0].Reason
+	msg := fmt.Sprintf("chutes-proxy could not reach %s (%s), so no model was asked. This is the network between this machine and Chutes, not Chutes' models:", host, strings.TrimRight(reason, "."))
+	switch {
+	case strings.HasPrefix(reason, "DNS"):
+		msg += " the name does not resolve. Check your internet connection or VPN; if only your DNS server fails, set [upstream] resolver = \"1.1.1.1:53\" in proxy.toml."
+	case strings.Contains(reason, "TLS"):
+		msg += " the secure connection failed. Check the computer's clock, and any proxy or antivirus that intercepts HTTPS."
+	default:
+		msg += " the connection failed. Check your internet connection, VPN or firewall."
+	}
+	if hint := URLHint(base); hint != "" {
+		msg += " Also: " + hint
+	}
+	msg += " `chutes-proxy doctor` checks each step."
+	return newError(http.StatusServiceUnavailable, CodeAllUnavailable, msg)
 }
 
 // listedAny reports whether one of the 404ing models is in the upstream's

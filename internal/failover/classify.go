@@ -128,11 +128,38 @@ func Classify(err error) (a Action, countsAsFailure bool) {
 			return Next, true
 		}
 		return Return, false
+	case IsNetwork(err) && isDNS(err):
+		// The host's name did not resolve: the network's fault, the same
+		// for every model, so no breaker should remember it.
+		return Next, false
 	default:
-		// time-outs, connection refused/reset, DNS, TLS, a miner's error
-		// event or garbage: this model could not serve.
+		// time-outs, connection refused/reset, TLS, a miner's error event
+		// or garbage: this model could not serve.
 		return Next, true
 	}
+}
+
+// IsNetwork reports whether err is a failure to reach the upstream host at
+// all (DNS, TCP connect, TLS handshake) rather than an answer from it.
+func IsNetwork(err error) bool {
+	var (
+		dns *net.DNSError
+		op  *net.OpError
+		cve *tls.CertificateVerificationError
+		rhe tls.RecordHeaderError
+	)
+	switch {
+	case errors.As(err, &dns), errors.As(err, &cve), errors.As(err, &rhe):
+		return true
+	case errors.As(err, &op):
+		return op.Op == "dial"
+	}
+	return strings.Contains(err.Error(), "tls: ")
+}
+
+func isDNS(err error) bool {
+	var dns *net.DNSError
+	return errors.As(err, &dns)
 }
 
 // Describe is the short reason shown in attempts[].reason and logs.

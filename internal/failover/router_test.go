@@ -86,6 +86,7 @@ func TestClassify(t *testing.T) {
 		{"html", &NotAPIError{Status: 200}, Next, true},
 		{"client canceled", fmt.Errorf("wrapped: %w", context.Canceled), Stop, false},
 		{"tls", errors.New("tls: failed to verify certificate"), Next, true},
+		{"dns", &net.OpError{Op: "dial", Err: &net.DNSError{Err: "no such host", Name: "llm.chutes.ai", IsNotFound: true}}, Next, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
