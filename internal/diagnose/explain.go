@@ -263,7 +263,7 @@ func Unreachable(base string, as []failover.Attempt) *Error {
 		host = u.Host
 	}
 	reason := as[0].Reason
-	msg := fmt.Sprintf("chutes-proxy could not reach %s (%s), so no model was asked. This is the network between this machine and Chutes, not Chutes' models:", host, strings.TrimRight(reason, "."))
+	msg := fmt.Sprintf("chutes-proxy could not reach %s (%s), so no model could be asked. This is the network between this machine and Chutes, not Chutes' models:", host, strings.TrimRight(reason, "."))
 	switch {
 	case strings.HasPrefix(reason, "DNS"):
 		msg += " the name does not resolve. Check your internet connection or VPN; if only your DNS server fails, set [upstream] resolver = \"1.1.1.1:53\" in proxy.toml."
