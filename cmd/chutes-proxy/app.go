@@ -43,10 +43,11 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, er
 		Pages:   mon.Handler(),
 		Gate:    q.Gate,
 		Account: mon.AccountSummary,
+		Done:    mon.Served,
 	})
 	mon.Attach(router, cat, srv.Client)
 
-	a := &app{log: log, proxy: srv, monitor: mon, quota: q, handler: mon.CountRequests(srv)}
+	a := &app{log: log, proxy: srv, monitor: mon, quota: q, handler: srv}
 	actx, cancel := context.WithCancel(ctx)
 	a.cancel = cancel
 	a.wg.Add(2)

@@ -203,7 +203,7 @@ func exhausted(res failover.Result, env Env) *Error {
 			retry = minPositive(retry, a.RetryAfter)
 		case a.Status == http.StatusNotFound:
 			var ue *failover.UpstreamError
-			if errors.As(a.Err, &ue) && strings.HasPrefix(strings.TrimSpace(string(ue.Body)), "<") {
+			if errors.As(a.Err, &ue) && failover.LooksLikeHTML(ue.Body) {
 				notAPI++
 			} else {
 				notFound++

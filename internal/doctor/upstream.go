@@ -55,7 +55,7 @@ func (r *runner) checkModels(ctx context.Context) Result {
 		entries, perr := catalog.Parse(body)
 		if perr != nil {
 			seen := "not a model list: " + perr.Error()
-			if looksHTML(body) {
+			if failover.LooksLikeHTML(body) {
 				seen = "an HTML page"
 			}
 			return fail(CheckModels, "%s", diagnose.WrongURL(base, seen).Message)
@@ -69,7 +69,7 @@ func (r *runner) checkModels(ctx context.Context) Result {
 			return warn(CheckModels, "GET %s/models answered 200 in %s, but the list is empty: Chutes' side, or base_url points at another server", base, took)
 		}
 		return ok(CheckModels, "GET %s/models answered 200 in %s: %d models", base, took, len(ids))
-	case code == http.StatusNotFound || looksHTML(body):
+	case code == http.StatusNotFound || failover.LooksLikeHTML(body):
 		return fail(CheckModels, "%s", diagnose.WrongURL(base, fmt.Sprintf("GET /models answered %d: %s", code, ue.Reason())).Message)
 	case code == http.StatusTooManyRequests || code >= 500:
 		return warn(CheckModels, "GET %s/models answered %d (%s): that is Chutes' side, not yours; try again in a minute", base, code, ue.Reason())
@@ -135,7 +135,7 @@ func (r *runner) checkLive(ctx context.Context) Result {
 		}
 		if json.Unmarshal(body, &c) != nil || len(c.Choices) == 0 {
 			seen := "a 200 answer without choices"
-			if looksHTML(body) {
+			if failover.LooksLikeHTML(body) {
 				seen = "an HTML page"
 			}
 			return fail(CheckLive, "%s", diagnose.WrongURL(r.target.base, seen).Message)
@@ -153,11 +153,6 @@ func (r *runner) checkLive(ctx context.Context) Result {
 	// 400, 402, 413, 422 and the like: the proxy's own diagnosis.
 	e := diagnose.Explain(failover.Result{Requested: model}, ue, env)
 	return fail(CheckLive, "%s answered %d: %s", model, resp.StatusCode, e.Message)
-}
-
-func looksHTML(b []byte) bool {
-	s := strings.TrimSpace(string(b[:min(len(b), 256)]))
-	return strings.HasPrefix(s, "<")
 }
 
 // unwrapURL drops url.Error's `Get "URL":` prefix, which the line says

@@ -60,7 +60,7 @@ func (e *UpstreamError) Reason() string {
 	if r := ReasonFromBody(e.Body); r != "" {
 		return r
 	}
-	if looksLikeHTML(e.Body) {
+	if LooksLikeHTML(e.Body) {
 		return "an HTML page, not the API"
 	}
 	if t := http.StatusText(e.Status); t != "" {
@@ -229,7 +229,9 @@ func ParseRetryAfter(v string, now time.Time) time.Duration {
 	return 0
 }
 
-func looksLikeHTML(b []byte) bool {
+// LooksLikeHTML reports whether a body is a web page rather than the API's
+// JSON or SSE: the sign of a wrong base_url or a broken miner.
+func LooksLikeHTML(b []byte) bool {
 	s := strings.TrimSpace(string(b[:min(len(b), 512)]))
 	return strings.HasPrefix(s, "<")
 }

@@ -112,6 +112,7 @@ type Router struct {
 type table struct {
 	cfg    *config.Config
 	names  map[string]string   // id or alias → id
+	folded map[string]string   // lower-case id or alias → id
 	chains map[string][]string // id → [id, fallback ids...]
 }
 
@@ -128,7 +129,7 @@ func New(cfg *config.Config, log *slog.Logger, obs Observer) *Router {
 // Update swaps in a new config. Models still configured keep their breaker,
 // limiter and cooling state; changed limits apply at once.
 func (r *Router) Update(cfg *config.Config) {
-	t := &table{cfg: cfg, names: map[string]string{}, chains: map[string][]string{}}
+	t := &table{cfg: cfg, names: map[string]string{}, folded: map[string]string{}, chains: map[string][]string{}}
 	for _, m := range cfg.Models {
 		t.names[m.ID] = m.ID
 	}
@@ -152,6 +153,9 @@ func (r *Router) Update(cfg *config.Config) {
 		}
 		t.chains[m.ID] = chain
 	}
+	for n, id := range t.names {
+		t.folded[strings.ToLower(n)] = id
+	}
 	r.table.Store(t)
 
 	r.mu.Lock()
@@ -171,12 +175,7 @@ func (r *Router) Resolve(name string) []string {
 	id, ok := t.names[name]
 	if !ok {
 		// Clients sometimes differ in case only ("deepseek-ai/deepseek-r1").
-		for n, v := range t.names {
-			if strings.EqualFold(n, name) {
-				id, ok = v, true
-				break
-			}
-		}
+		id, ok = t.folded[strings.ToLower(name)]
 	}
 	if !ok {
 		return []string{name}

@@ -51,30 +51,17 @@ func (m *Monitor) Handler() http.Handler {
 	})
 }
 
-// CountRequests wraps the proxy's handler and counts each chat, completion
-// and embedding request by the model that served it and its outcome, read
-// from the response headers the proxy sets (X-Chutes-Proxy-Model,
-// X-Chutes-Proxy-Error). It adds nothing to the response.
-func (m *Monitor) CountRequests(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		next.ServeHTTP(w, r)
-		h := w.Header()
-		if h.Get("X-Chutes-Proxy-Attempts") == "" {
-			return // not a forwarded request, or the client left first
-		}
-		model := h.Get("X-Chutes-Proxy-Model")
-		if model == "" {
-			model = "none"
-		} else {
-			model = m.label(model)
-		}
-		outcome := h.Get("X-Chutes-Proxy-Error")
-		switch {
-		case outcome == "":
-			outcome = "served"
-		case len(outcome) > 40:
-			outcome = "other"
-		}
-		m.metrics.requests.WithLabelValues(model, outcome).Inc()
-	})
+// Served counts one chat, completion or embedding request by the model
+// that served it ("" = none) and its outcome ("served" or the error code).
+// The proxy calls it once per request, after the response (proxy.Options.Done).
+func (m *Monitor) Served(model, outcome string) {
+	if model == "" {
+		model = "none"
+	} else {
+		model = m.label(model)
+	}
+	if len(outcome) > 40 {
+		outcome = "other"
+	}
+	m.metrics.requests.WithLabelValues(model, outcome).Inc()
 }

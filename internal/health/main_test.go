@@ -87,9 +87,9 @@ func newHarness(t *testing.T, opts ...harnessOpt) *harness {
 	h.mon = health.New(health.Options{Quota: h.quota})
 	router := failover.New(cfg, nil, h.mon)
 	cat := catalog.New()
-	h.srv = proxy.New(proxy.Options{Config: cfg, Router: router, Catalog: cat, Pages: h.mon.Handler(), Gate: h.quota.Gate})
+	h.srv = proxy.New(proxy.Options{Config: cfg, Router: router, Catalog: cat, Pages: h.mon.Handler(), Gate: h.quota.Gate, Done: h.mon.Served})
 	h.mon.Attach(router, cat, h.srv.Client)
-	ts := httptest.NewServer(h.mon.CountRequests(h.srv))
+	ts := httptest.NewServer(h.srv)
 	t.Cleanup(ts.Close)
 	t.Cleanup(h.srv.Close)
 	h.url = ts.URL

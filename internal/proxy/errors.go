@@ -10,14 +10,6 @@ import (
 	"github.com/chutes-proxy/chutes-proxy/internal/diagnose"
 )
 
-func hostNotAllowed(host string) *diagnose.Error { return diagnose.HostNotAllowed(host) }
-func notFound(path string) *diagnose.Error       { return diagnose.NotFound(path) }
-func invalidProxyKey() *diagnose.Error           { return diagnose.InvalidProxyKey() }
-func originNotAllowed(o string) *diagnose.Error  { return diagnose.OriginNotAllowed(o) }
-func methodNotAllowed(m, want string) *diagnose.Error {
-	return diagnose.MethodNotAllowed(m, want)
-}
-
 func constantTimeEqual(a, b string) bool {
 	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
 }

@@ -611,3 +611,38 @@ func TestPlainReplyCutFailsOver(t *testing.T) {
 		t.Fatalf("%d via %q: %s", res.status, res.header.Get("X-Chutes-Proxy-Model"), res.body)
 	}
 }
+
+// TestDoneHearsEveryOutcome: the Done hook hears how each forwarded request
+// ended, including a stream cut after the commit (whose connection is
+// aborted, so nothing can be read from its response afterwards).
+func TestDoneHearsEveryOutcome(t *testing.T) {
+	f, up := newFake(t)
+	f.set("a/one", ok("a/one"))
+	f.set("down/one", status(503, `{"detail":"No instances available (yet)"}`))
+	f.set("cut/one", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\n")
+		http.NewResponseController(w).Flush()
+		io.WriteString(w, `{"error":"Unhandled exception during response stream: boom"}`+"\n")
+	})
+	var mu sync.Mutex
+	var got []string
+	cfg := testConfig(t, up.URL, nil)
+	srv := New(Options{Config: cfg, Done: func(served, outcome string) {
+		mu.Lock()
+		got = append(got, served+"|"+outcome)
+		mu.Unlock()
+	}})
+	ts := httptest.NewServer(srv)
+	t.Cleanup(func() { ts.Close(); srv.Close() })
+	chat(t, ts.URL, "a/one", false)
+	chat(t, ts.URL, "down/one", false)
+	chat(t, ts.URL, "cut/one", true)
+	http.Get(ts.URL + "/healthz") // not forwarded: not heard
+	mu.Lock()
+	defer mu.Unlock()
+	want := "[a/one|served |all_models_unavailable cut/one|stream_interrupted]"
+	if fmt.Sprint(got) != want {
+		t.Fatalf("Done heard %v, want %s", got, want)
+	}
+}

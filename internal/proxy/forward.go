@@ -92,9 +92,10 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, st *state, info
 	defer cancel()
 
 	var c *committed
+	url := upstreamURL(st.base, path, r.URL)
 	try := func(ctx context.Context, model string) error {
 		var err error
-		c, err = s.attempt(ctx, st, r, upstreamURL(st.base, path, r.URL), body, model, key)
+		c, err = s.attempt(ctx, st, r, url, body, model, key)
 		return err
 	}
 	res, err := s.router.Do(ctx, failover.Request{Model: body.Model, PromptTokens: failover.EstimateTokens(len(raw))}, try)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/chutes-proxy/chutes-proxy/internal/catalog"
 	"github.com/chutes-proxy/chutes-proxy/internal/config"
+	"github.com/chutes-proxy/chutes-proxy/internal/diagnose"
 	"github.com/chutes-proxy/chutes-proxy/internal/failover"
 )
 
@@ -38,6 +39,10 @@ type Options struct {
 	// completion or embedding (the daily quota); a non-nil error is written
 	// as the response.
 	Gate func(ctx context.Context) error
+	// Done, when set, hears how each chat, completion or embedding request
+	// ended, once its response is over: the model that served ("" = none)
+	// and "served" or the error code (stream_interrupted, client_closed ...).
+	Done func(served, outcome string)
 	// Account summarises the Chutes account ("212 of 300 requests used
 	// today; balance $0.00") for the payment_required diagnosis; nil or ""
 	// when unknown.
@@ -53,6 +58,7 @@ type Server struct {
 	pages   http.Handler
 	gate    func(ctx context.Context) error
 	account func() string
+	done    func(served, outcome string)
 }
 
 // state is everything derived from one config load.
@@ -73,7 +79,7 @@ func New(o Options) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{log: log, router: o.Router, catalog: o.Catalog, pages: o.Pages, gate: o.Gate, account: o.Account}
+	s := &Server{log: log, router: o.Router, catalog: o.Catalog, pages: o.Pages, gate: o.Gate, account: o.Account, done: o.Done}
 	if s.router == nil {
 		s.router = failover.New(o.Config, log, nil)
 	}
@@ -186,7 +192,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 
 	if st.loopback && !s.hostAllowed(st, r.Host) {
-		s.writeError(rec, r, st, info, hostNotAllowed(r.Host))
+		s.writeError(rec, r, st, info, diagnose.HostNotAllowed(r.Host))
 		return
 	}
 	if origin := r.Header.Get("Origin"); origin != "" && st.origins[strings.ToLower(origin)] {
@@ -218,7 +224,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// request would spend the user's key. Requests from a browser page
 	// carry Origin: only allowed origins and the proxy's own pages pass.
 	if origin := r.Header.Get("Origin"); origin != "" && !st.origins[strings.ToLower(origin)] && !sameOrigin(origin, r.Host) {
-		s.writeError(rec, r, st, info, originNotAllowed(origin))
+		s.writeError(rec, r, st, info, diagnose.OriginNotAllowed(origin))
 		return
 	}
 
@@ -234,7 +240,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// machines can reach the proxy (a non-loopback listen, a
 			// tunnel named in allowed_hosts).
 			if !s.local(r) && !s.proxyKeyOK(st, r) {
-				s.writeError(rec, r, st, info, invalidProxyKey())
+				s.writeError(rec, r, st, info, diagnose.InvalidProxyKey())
 				return
 			}
 			s.pages.ServeHTTP(rec, r)
@@ -244,24 +250,24 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	ep, upath := route(r.Method, r.URL.Path)
 	if ep == 0 {
-		s.writeError(rec, r, st, info, notFound(r.URL.Path))
+		s.writeError(rec, r, st, info, diagnose.NotFound(r.URL.Path))
 		return
 	}
 	if !s.proxyKeyOK(st, r) {
-		s.writeError(rec, r, st, info, invalidProxyKey())
+		s.writeError(rec, r, st, info, diagnose.InvalidProxyKey())
 		return
 	}
 	switch ep {
 	case epChat, epCompletions, epEmbeddings:
 		if r.Method != http.MethodPost {
-			s.writeError(rec, r, st, info, methodNotAllowed(r.Method, "POST"))
+			s.writeError(rec, r, st, info, diagnose.MethodNotAllowed(r.Method, "POST"))
 			return
 		}
 		info.endpoint = ep
 		s.forward(rec, r, st, info, upath)
 	case epModels:
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			s.writeError(rec, r, st, info, methodNotAllowed(r.Method, "GET"))
+			s.writeError(rec, r, st, info, diagnose.MethodNotAllowed(r.Method, "GET"))
 			return
 		}
 		s.models(rec, r, st, info)
@@ -280,11 +286,14 @@ func sameOrigin(origin, host string) bool {
 // hostAllowed is the DNS-rebinding guard: a page on another site that gets
 // its name to resolve to 127.0.0.1 still sends its own name as Host.
 func (s *Server) hostAllowed(st *state, hostport string) bool {
+	if loopbackName(hostport) {
+		return true
+	}
 	host := hostport
 	if h, _, err := net.SplitHostPort(hostport); err == nil {
 		host = h
 	}
-	return loopbackName(host) || st.hosts[strings.ToLower(strings.Trim(host, "[]"))]
+	return st.hosts[strings.ToLower(strings.Trim(host, "[]"))]
 }
 
 // loopbackName reports whether a Host header (with or without port) names
@@ -334,6 +343,13 @@ type reqInfo struct {
 }
 
 func (s *Server) logRequest(r *http.Request, rec *recorder, info *reqInfo, d time.Duration) {
+	if s.done != nil && info.endpoint != 0 {
+		outcome := info.errCode
+		if outcome == "" {
+			outcome = "served"
+		}
+		s.done(info.served, outcome)
+	}
 	status := rec.status
 	if status == 0 {
 		status = http.StatusOK
