@@ -52,8 +52,10 @@ type committed struct {
 }
 
 func (c *committed) close() {
-	c.cancel(errDone)
+	// The body first: closed after the attempt's context is cancelled, the
+	// upstream connection could not go back to the pool.
 	c.resp.Body.Close()
+	c.cancel(errDone)
 	c.br.Reset(nil)
 	readers.Put(c.br)
 }
@@ -225,7 +227,7 @@ func (s *Server) attempt(ctx context.Context, st *state, r *http.Request, url st
 		req.Header.Set("Content-Type", "application/json")
 	}
 
-	resp, err := st.transport.RoundTrip(req)
+	resp, err := st.upstream.RoundTrip(req)
 	if err != nil {
 		return fail(err)
 	}

@@ -13,11 +13,14 @@ var hopHeaders = []string{
 }
 
 // upstreamDrop are request headers the upstream must not see: ours to
-// replace (Authorization, Accept-Encoding, Host), or the browser's and the
-// user's own business (cookies, origin).
+// replace (Authorization, Accept-Encoding, Host), the browser's and the
+// user's own business (cookies, origin), or a question about the body the
+// proxy already holds whole (Expect: 100-continue, which curl sends for
+// bodies over 1 KB; forwarded, it would make the upstream request wait for
+// the upstream's "100 Continue").
 var upstreamDrop = []string{
 	"Authorization", "Accept-Encoding", "Host", "Content-Length", "Cookie",
-	"Origin", "Referer", "X-Api-Key",
+	"Origin", "Referer", "X-Api-Key", "Expect",
 }
 
 // copyHeader copies src into dst without hop-by-hop headers.

@@ -21,6 +21,7 @@ import (
 	"github.com/chutes-proxy/chutes-proxy/internal/config"
 	"github.com/chutes-proxy/chutes-proxy/internal/diagnose"
 	"github.com/chutes-proxy/chutes-proxy/internal/failover"
+	"github.com/chutes-proxy/chutes-proxy/internal/upstream"
 )
 
 // Options are what a Server is built from. Only Config is required.
@@ -64,8 +65,9 @@ type Server struct {
 // state is everything derived from one config load.
 type state struct {
 	cfg       *config.Config
-	base      string // base_url without a trailing slash
-	transport *http.Transport
+	base      string              // base_url without a trailing slash
+	transport *http.Transport     // probes, model lists, pass-through
+	upstream  *upstream.Transport // chat, completions, embeddings
 	client    *http.Client
 	loopback  bool
 	hosts     map[string]bool
@@ -127,11 +129,13 @@ func (s *Server) Reload(cfg *config.Config) {
 	}
 	if old != nil && old.cfg.Upstream.ConnectTimeout == cfg.Upstream.ConnectTimeout &&
 		old.cfg.Upstream.Resolver == cfg.Upstream.Resolver {
-		st.transport, st.client = old.transport, old.client
+		st.transport, st.upstream, st.client = old.transport, old.upstream, old.client
 	} else {
 		st.transport = NewTransport(cfg.Upstream)
+		st.upstream = NewUpstream(cfg.Upstream, st.transport)
 		st.client = &http.Client{Transport: st.transport, Timeout: 30 * time.Second}
 		if old != nil {
+			defer old.upstream.CloseIdleConnections()
 			defer old.transport.CloseIdleConnections()
 		}
 	}
@@ -142,7 +146,11 @@ func (s *Server) Reload(cfg *config.Config) {
 }
 
 // Close releases idle upstream connections.
-func (s *Server) Close() { s.state.Load().transport.CloseIdleConnections() }
+func (s *Server) Close() {
+	st := s.state.Load()
+	st.upstream.CloseIdleConnections()
+	st.transport.CloseIdleConnections()
+}
 
 // endpoint kinds
 const (
