@@ -115,7 +115,9 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 
-	log := newLogger(stderr)
+	lw := newBatchWriter(stderr)
+	defer lw.Flush()
+	log := newLogger(lw)
 	ready := func(addr string) {
 		printDemoBanner(stdout, sc, addr, simBase, file, cfg)
 	}

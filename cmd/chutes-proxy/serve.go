@@ -28,7 +28,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if code, done := parse(fs, args); done {
 		return code
 	}
-	log := newLogger(stderr)
+	lw := newBatchWriter(stderr)
+	defer lw.Flush()
+	log := newLogger(lw)
 	if *pprofAddr != "" {
 		stopPprof, err := startPprof(*pprofAddr, log)
 		if err != nil {

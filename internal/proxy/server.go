@@ -362,14 +362,15 @@ func (s *Server) logRequest(r *http.Request, rec *recorder, info *reqInfo, d tim
 	if status == 0 {
 		status = http.StatusOK
 	}
-	attrs := []slog.Attr{
+	attrs := make([]slog.Attr, 0, 11)
+	attrs = append(attrs,
 		slog.String("request_id", info.id),
 		slog.String("method", r.Method),
 		slog.String("path", r.URL.Path),
 		slog.Int("status", status),
 		slog.Int64("latency_ms", d.Milliseconds()),
 		slog.Int64("bytes", rec.bytes),
-	}
+	)
 	if info.model != "" {
 		attrs = append(attrs, slog.String("model", info.model), slog.String("served_by", info.served),
 			slog.Int("attempts", info.attempts), slog.Bool("stream", info.stream))
