@@ -17,6 +17,7 @@ package upstream
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -82,6 +83,9 @@ type Transport struct {
 
 	mu   sync.Mutex
 	idle map[hostKey][]*conn
+	// closeIdle: CloseIdleConnections was called since the last request
+	// began, so connections coming back are closed, not pooled.
+	closeIdle bool
 }
 
 type hostKey struct{ scheme, addr string }
@@ -96,11 +100,27 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return t.Fallback.RoundTrip(req)
 	}
+	if req.Body != nil {
+		// RoundTrip must always close the body (http.RoundTripper); it
+		// has been written whole when RoundTrip returns.
+		defer req.Body.Close()
+	}
 	ctx := req.Context()
+	if err := ctx.Err(); err != nil {
+		return nil, err // nobody is waiting: do not make the upstream work
+	}
+	if req.Body == nil && req.ContentLength > 0 {
+		return nil, fmt.Errorf("upstream: Request.ContentLength=%d with a nil Body", req.ContentLength)
+	}
 	key := hostKey{req.URL.Scheme, canonicalAddr(req.URL)}
 	body := io.Reader(req.Body)
 	for try := 0; ; try++ {
-		c, err := t.get(ctx, key, req.URL)
+		get := t.get
+		if try > 0 {
+			// after a quiet spell every pooled connection may be stale
+			get = t.dial
+		}
+		c, err := get(ctx, key, req.URL)
 		if err != nil {
 			return nil, err
 		}
@@ -109,9 +129,14 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 		// A connection from the pool that the server closed while it was
-		// idle fails before any byte of an answer: the request never
-		// reached a handler, so it is sent once more on a new connection,
-		// as net/http's Transport does.
+		// idle fails before any byte of an answer: the request is sent
+		// once more on a new connection. net/http's Transport retries a
+		// POST only if nothing was written, because its reader goroutine
+		// notices an idle connection closing while it sits in the pool;
+		// with no such goroutine here, the write to a closed connection
+		// usually succeeds and the EOF comes after. A server that reads a
+		// request and then drops the connection without a byte of answer
+		// gets it twice; an API server answers a failure with a status.
 		if !c.reused || try > 0 || ctx.Err() != nil || !unanswered || !isStale(err) {
 			return nil, err
 		}
@@ -135,7 +160,9 @@ func (t *Transport) handles(req *http.Request) bool {
 	if req.URL == nil || (req.URL.Scheme != "http" && req.URL.Scheme != "https") || req.URL.Host == "" {
 		return false
 	}
-	if req.Body != nil && req.Body != http.NoBody && req.ContentLength < 0 {
+	// 0 with a body is unknown too: http.NewRequest leaves it so for a
+	// reader it cannot size.
+	if req.Body != nil && req.Body != http.NoBody && req.ContentLength <= 0 {
 		return false
 	}
 	if t.Proxy != nil {
@@ -143,7 +170,7 @@ func (t *Transport) handles(req *http.Request) bool {
 			return false
 		}
 	}
-	if !validToken(req.Method) {
+	if req.Method != "" && !validToken(req.Method) {
 		return false
 	}
 	for k, vv := range req.Header {
@@ -165,6 +192,7 @@ func (t *Transport) CloseIdleConnections() {
 	t.mu.Lock()
 	idle := t.idle
 	t.idle = nil
+	t.closeIdle = true
 	t.mu.Unlock()
 	for _, cs := range idle {
 		for _, c := range cs {
@@ -181,6 +209,7 @@ func (t *Transport) get(ctx context.Context, key hostKey, u *url.URL) (*conn, er
 	}
 	var stale []*conn
 	t.mu.Lock()
+	t.closeIdle = false
 	cs := t.idle[key]
 	for len(cs) > 0 {
 		c := cs[len(cs)-1]
@@ -223,7 +252,7 @@ func (t *Transport) put(c *conn) {
 	if t.idle == nil {
 		t.idle = map[hostKey][]*conn{}
 	}
-	if cs := t.idle[c.key]; len(cs) < limit {
+	if cs := t.idle[c.key]; !t.closeIdle && len(cs) < limit {
 		t.idle[c.key] = append(cs, c)
 		t.mu.Unlock()
 		return
@@ -266,6 +295,10 @@ func (t *Transport) dial(ctx context.Context, key hostKey, u *url.URL) (*conn, e
 		nc = tc
 	}
 	c := &conn{t: t, key: key, nc: nc}
+	if tc, ok := nc.(*tls.Conn); ok {
+		st := tc.ConnectionState()
+		c.tls = &st
+	}
 	c.cr.nc = nc
 	c.cr.limit = -1
 	c.br = bufio.NewReaderSize(&c.cr, bufSize)
@@ -282,7 +315,8 @@ type conn struct {
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	idleAt time.Time
-	reused bool // it served a request before
+	tls    *tls.ConnectionState // of an HTTPS connection
+	reused bool                 // it served a request before
 }
 
 // connReader reads the connection, at most limit bytes while limit ≥ 0:
@@ -348,8 +382,9 @@ func (c *conn) roundTrip(req *http.Request, body io.Reader) (resp *http.Response
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		return fail(errors.New("the upstream switched protocols unasked (101)"), false)
 	}
+	resp.TLS = c.tls
 	b := &respBody{c: c, rc: resp.Body, stop: stop, ctx: ctx,
-		keep: !resp.Close && !req.Close, left: resp.ContentLength}
+		keep: !resp.Close && !wantsClose(req)}
 	b.eof = resp.Body == http.NoBody || resp.ContentLength == 0
 	resp.Body = b
 	return resp, false, nil
@@ -361,7 +396,7 @@ var errClosedUnanswered = fmt.Errorf("the upstream closed the connection without
 
 func (c *conn) writeRequest(req *http.Request, body io.Reader) error {
 	w := c.bw
-	w.WriteString(req.Method)
+	w.WriteString(cmp.Or(req.Method, http.MethodGet))
 	w.WriteByte(' ')
 	w.WriteString(req.URL.RequestURI())
 	w.WriteString(" HTTP/1.1\r\nHost: ")
@@ -377,6 +412,9 @@ func (c *conn) writeRequest(req *http.Request, body io.Reader) error {
 			continue
 		}
 		for _, v := range vv {
+			if v == "" && k == "User-Agent" {
+				continue // net/http sends none for an empty one
+			}
 			w.WriteString(k)
 			w.WriteString(": ")
 			w.WriteString(v)
@@ -388,11 +426,16 @@ func (c *conn) writeRequest(req *http.Request, body io.Reader) error {
 	}
 	hasBody := body != nil && req.Body != http.NoBody && req.ContentLength > 0
 	if hasBody || req.Method == http.MethodPost || req.Method == http.MethodPut || req.Method == http.MethodPatch {
+		var n [24]byte
 		w.WriteString("Content-Length: ")
-		w.WriteString(strconv.FormatInt(max(req.ContentLength, 0), 10))
+		length := int64(0)
+		if hasBody {
+			length = req.ContentLength
+		}
+		w.Write(strconv.AppendInt(n[:0], length, 10))
 		w.WriteString("\r\n")
 	}
-	if req.Close {
+	if wantsClose(req) {
 		w.WriteString("Connection: close\r\n")
 	}
 	w.WriteString("\r\n")
@@ -408,29 +451,30 @@ func (c *conn) writeRequest(req *http.Request, body io.Reader) error {
 	return w.Flush()
 }
 
-// respBody is a response body on a pooled connection.
+// respBody is a response body on a pooled connection. Close may be called
+// while a Read is blocked, to abandon a stream, as net/http allows.
 type respBody struct {
-	c      *conn
-	rc     io.ReadCloser // net/http's reader: sized, chunked or to EOF
-	stop   func() bool   // unregisters the context's deadline hook
-	ctx    context.Context
-	keep   bool  // the connection may serve another request once read to its end
-	left   int64 // bytes still due by Content-Length; < 0 unknown
+	c    *conn
+	rc   io.ReadCloser // net/http's reader: sized, chunked or to EOF; io.EOF comes with the last bytes
+	stop func() bool   // unregisters the context's deadline hook
+	ctx  context.Context
+	keep bool // the connection may serve another request once read to its end
+
+	mu     sync.Mutex // guards eof and closed
 	eof    bool
 	closed bool
 }
 
 func (b *respBody) Read(p []byte) (int, error) {
-	if b.closed {
+	b.mu.Lock()
+	closed := b.closed
+	b.mu.Unlock()
+	if closed {
 		return 0, errors.New("read on a closed response body")
 	}
 	n, err := b.rc.Read(p)
-	if b.left > 0 {
-		b.left -= int64(n)
-		if b.left == 0 {
-			b.eof = true
-		}
-	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	switch {
 	case err == io.EOF:
 		b.eof = true
@@ -444,6 +488,8 @@ func (b *respBody) Read(p []byte) (int, error) {
 // and neither side asked to close; else it closes the connection, which is
 // how a stream is abandoned.
 func (b *respBody) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	if b.closed {
 		return nil
 	}
@@ -493,4 +539,19 @@ func validToken(s string) bool {
 		}
 	}
 	return true
+}
+
+// wantsClose reports whether req asks for its connection to be closed.
+func wantsClose(req *http.Request) bool {
+	if req.Close {
+		return true
+	}
+	for _, v := range req.Header["Connection"] {
+		for _, f := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(f), "close") {
+				return true
+			}
+		}
+	}
+	return false
 }
