@@ -124,20 +124,16 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err != nil {
 			return nil, err
 		}
-		resp, unanswered, err := c.roundTrip(req, body)
+		resp, sent, err := c.roundTrip(req, body)
 		if err == nil {
 			return resp, nil
 		}
 		// A connection from the pool that the server closed while it was
-		// idle fails before any byte of an answer: the request is sent
-		// once more on a new connection. net/http's Transport retries a
-		// POST only if nothing was written, because its reader goroutine
-		// notices an idle connection closing while it sits in the pool;
-		// with no such goroutine here, the write to a closed connection
-		// usually succeeds and the EOF comes after. A server that reads a
-		// request and then drops the connection without a byte of answer
-		// gets it twice; an API server answers a failure with a status.
-		if !c.reused || try > 0 || ctx.Err() != nil || !unanswered || !isStale(err) {
+		// idle fails before it carries the request: the request is sent
+		// once more, on a new connection. Once a request has been written
+		// whole it is not sent again (net/http's rule for a POST): the
+		// server may have read it and begun the work, which Chutes bills.
+		if !c.reused || try > 0 || ctx.Err() != nil || sent || !isStale(err) {
 			return nil, err
 		}
 		if req.Body != nil && req.Body != http.NoBody {
@@ -223,7 +219,13 @@ func (t *Transport) get(ctx context.Context, key hostKey, u *url.URL) (*conn, er
 		}
 		t.idle[key] = cs
 		t.mu.Unlock()
-		return c, nil
+		if alive(c.nc) {
+			return c, nil
+		}
+		// closed by the server while idle; others may be too
+		c.nc.Close()
+		t.mu.Lock()
+		cs = t.idle[key]
 	}
 	if t.idle != nil {
 		t.idle[key] = cs
@@ -342,45 +344,46 @@ func (r *connReader) Read(p []byte) (int, error) {
 }
 
 // roundTrip writes req with body and reads the response head. On error the
-// connection is closed, and unanswered says whether the upstream had sent
-// nothing at all.
-func (c *conn) roundTrip(req *http.Request, body io.Reader) (resp *http.Response, unanswered bool, err error) {
+// connection is closed, and sent says whether the request may have reached
+// the server: it was written whole (or, where pooled connections cannot be
+// checked before use, the server sent no byte of an answer).
+func (c *conn) roundTrip(req *http.Request, body io.Reader) (resp *http.Response, sent bool, err error) {
 	ctx := req.Context()
 	nc := c.nc
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(aLongTimeAgo) })
-	fail := func(err error, unanswered bool) (*http.Response, bool, error) {
+	fail := func(err error, sent bool) (*http.Response, bool, error) {
 		stop()
 		c.nc.Close()
 		if cerr := ctx.Err(); cerr != nil {
-			return nil, false, cerr
+			return nil, true, cerr
 		}
-		return nil, unanswered, err
+		return nil, sent, err
 	}
 	if err := c.writeRequest(req, body); err != nil {
-		return fail(err, true)
+		return fail(err, false)
 	}
 	c.cr.limit = MaxHeaderBytes
 	if _, err := c.br.Peek(1); err != nil {
 		if err == io.EOF {
 			err = errClosedUnanswered
 		}
-		return fail(err, true)
+		return fail(err, checksAlive)
 	}
 	for n := 0; ; n++ {
 		resp, err = http.ReadResponse(c.br, req)
 		if err != nil {
-			return fail(fmt.Errorf("reading the upstream's response: %w", err), false)
+			return fail(fmt.Errorf("reading the upstream's response: %w", err), true)
 		}
 		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
 			break
 		}
 		if n == max1xx {
-			return fail(errors.New("the upstream sent too many 1xx responses"), false)
+			return fail(errors.New("the upstream sent too many 1xx responses"), true)
 		}
 	}
 	c.cr.limit = -1
 	if resp.StatusCode == http.StatusSwitchingProtocols {
-		return fail(errors.New("the upstream switched protocols unasked (101)"), false)
+		return fail(errors.New("the upstream switched protocols unasked (101)"), true)
 	}
 	resp.TLS = c.tls
 	b := &respBody{c: c, rc: resp.Body, stop: stop, ctx: ctx,

@@ -641,8 +641,11 @@ func TestStaleConnection(t *testing.T) {
 		{name: "POST after reset", rst: true, method: http.MethodPost, body: body},
 		{name: "GET after close", method: http.MethodGet},
 		{name: "GET after reset", rst: true, method: http.MethodGet},
-		{name: "POST without GetBody", method: http.MethodPost, body: body, noGetBody: true, wantErr: true},
-		{name: "POST without GetBody after reset", rst: true, method: http.MethodPost, body: body, noGetBody: true, wantErr: true},
+		// Where pooled connections are checked before reuse, the stale one
+		// never carries the request, so no GetBody is needed; elsewhere a
+		// body that cannot be replayed fails.
+		{name: "POST without GetBody", method: http.MethodPost, body: body, noGetBody: true, wantErr: !upstream.ChecksAlive},
+		{name: "POST without GetBody after reset", rst: true, method: http.MethodPost, body: body, noGetBody: true, wantErr: !upstream.ChecksAlive},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1693,5 +1696,51 @@ func TestBodyCloseDuringRead(t *testing.T) {
 		t.Error("a Read blocked on the body did not return after Close")
 		srv.CloseClientConnections()
 		<-errc
+	}
+}
+
+// TestWrittenRequestNotResent: a request written whole on a pooled
+// connection that the server then drops without answering (it read the
+// request: a crashed miner, or the benchmark's "refused" upstream) is not
+// sent again. The server may have begun the work, which Chutes bills.
+func TestWrittenRequestNotResent(t *testing.T) {
+	if !upstream.ChecksAlive {
+		t.Skip("without the check before reuse, a request failing this way is sent again")
+	}
+	for _, rst := range []bool{false, true} {
+		t.Run(map[bool]string{false: "close", true: "reset"}[rst], func(t *testing.T) {
+			var requests atomic.Int32
+			srv := newRawServer(t, func(c net.Conn, br *bufio.Reader) {
+				for {
+					if _, _, err := readRequest(br); err != nil {
+						return
+					}
+					if requests.Add(1) > 1 {
+						if rst {
+							c.(*net.TCPConn).SetLinger(0)
+						}
+						return // the handler's return closes the connection
+					}
+					if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"); err != nil {
+						return
+					}
+				}
+			})
+			tr := newTransport(t, &upstream.Transport{})
+			if _, b := do(t, tr, newRequest(t, http.MethodPost, srv.URL(), strings.NewReader("first"))); b != "ok" {
+				t.Fatalf("first response %q, want ok", b)
+			}
+			resp, err := tr.RoundTrip(newRequest(t, http.MethodPost, srv.URL(), strings.NewReader("second")))
+			if err == nil {
+				resp.Body.Close()
+				t.Fatal("the dropped request succeeded")
+			}
+			if n := requests.Load(); n != 2 {
+				t.Errorf("the server read %d requests, want 2: the dropped one was sent again", n)
+			}
+			if n := srv.accepts.Load(); n != 1 {
+				t.Errorf("the server accepted %d connections, want 1", n)
+			}
+		})
 	}
 }
