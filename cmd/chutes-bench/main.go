@@ -47,7 +47,7 @@ func (t *targetsFlag) Set(v string) error {
 	if !ok || name == "" || !strings.HasPrefix(url, "http://") {
 		return fmt.Errorf("want NAME=http://HOST:PORT, got %q", v)
 	}
-	if name == "direct" || name == "chutes-proxy" || strings.HasPrefix(name, "bare-go") {
+	if name == "direct" || name == "chutes-proxy" || strings.HasPrefix(name, "bare-go") || name == "go-tcp-relay" {
 		return fmt.Errorf("%q is taken; pick another name", name)
 	}
 	*t = append(*t, bench.External(name, url))
@@ -58,8 +58,11 @@ func main() {
 	if len(os.Args) >= 4 && os.Args[1] == bench.BareCommand {
 		// chutes-bench runs its bare proxy as a subprocess of itself when
 		// the proxy under test is a binary too.
-		tuned := len(os.Args) > 4 && os.Args[4] == "tuned"
-		if err := bench.ServeBare(os.Args[2], os.Args[3], tuned); err != nil {
+		variant := ""
+		if len(os.Args) > 4 {
+			variant = os.Args[4]
+		}
+		if err := bench.ServeBare(os.Args[2], os.Args[3], variant); err != nil {
 			fmt.Fprintln(os.Stderr, "chutes-bench bare proxy:", err)
 			os.Exit(1)
 		}
@@ -80,6 +83,7 @@ func run() int {
 	fs.Var(&targets, "target", "NAME=URL of another proxy already running in front of the fake upstream (--fake-listen); repeatable")
 	fs.BoolVar(&o.WithBare, "with-bare", false, "also measure a bare httputil.ReverseProxy with Go's default Transport (a subprocess when --binary is given, like the binary)")
 	fs.BoolVar(&o.WithTuned, "with-bare-tuned", false, "also measure the bare proxy with 256 idle connections per host, as chutes-proxy keeps: the floor of what net/http costs")
+	fs.BoolVar(&o.WithRelay, "with-tcp-relay", false, "also measure a Go TCP relay (no HTTP: bytes copied between connections): the floor of any goroutine-per-connection Go proxy on this machine")
 	fs.StringVar(&only, "only", "", "comma-separated scenarios to run: "+strings.Join(bench.Scenarios, ","))
 	fs.IntVar(&o.Rounds, "rounds", 3, "rounds per scenario; figures are medians over them")
 	fs.DurationVar(&o.Duration, "duration", 2*time.Second, "length of one target's round, plain scenarios")

@@ -25,7 +25,7 @@ func TestMain(m *testing.M) {
 func TestRunSmall(t *testing.T) {
 	var out, log bytes.Buffer
 	err := Run(context.Background(), Options{
-		WithBare: true, WithTuned: true, Rounds: 1, Duration: 100 * time.Millisecond, Clients: 4, BodySize: 1024,
+		WithBare: true, WithTuned: true, WithRelay: true, Rounds: 1, Duration: 100 * time.Millisecond, Clients: 4, BodySize: 1024,
 		StreamClients: 2, StreamDuration: 100 * time.Millisecond, Events: 5, Gap: time.Millisecond,
 		FailoverCount: 10, LargeBodyMB: 1, LargeCount: 2,
 		Concurrent: 50, ConcurrentEvents: 5, ConcurrentGap: 20 * time.Millisecond,
@@ -36,7 +36,7 @@ func TestRunSmall(t *testing.T) {
 	}
 	report := out.String()
 	for _, want := range []string{
-		"| chutes-proxy |", "| bare-go |", "plain chat, 4 clients: proxied / direct throughput",
+		"| chutes-proxy |", "| bare-go |", "| go-tcp-relay |", "plain chat, 4 clients: proxied / direct throughput",
 		"streaming: added delay per SSE event", "first model's upstream refuses connections",
 		"first model's breaker open", "heap per open stream", "50 concurrent streams, zero errors",
 		"a 1 MB body copied at most once",

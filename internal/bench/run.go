@@ -21,6 +21,7 @@ type Options struct {
 	FakeListen string   // address of the fake upstream; "" = 127.0.0.1:0
 	WithBare   bool     // add a bare httputil.ReverseProxy
 	WithTuned  bool     // add one with chutes-proxy's idle-connection pool
+	WithRelay  bool     // add a Go TCP relay: no HTTP, the floor of a Go proxy
 	Externals  []*Target
 	Only       map[string]bool // scenarios to run; empty = all
 
@@ -159,15 +160,18 @@ func Run(ctx context.Context, o Options) error {
 		r.logf("chutes-proxy in-process on %s", t.URL)
 	}
 	r.targets = []*Target{direct, r.chutes}
-	for _, tuned := range []bool{false, true} {
-		if !tuned && !o.WithBare || tuned && !o.WithTuned {
+	for _, v := range []struct {
+		variant string
+		on      bool
+	}{{Bare, o.WithBare}, {BareTuned, o.WithTuned}, {TCPRelay, o.WithRelay}} {
+		if !v.on {
 			continue
 		}
 		start := StartBare
 		if o.Binary != "" {
 			start = StartBareProcess
 		}
-		b, err := start(up.URL, tuned)
+		b, err := start(up.URL, v.variant)
 		if err != nil {
 			return err
 		}

@@ -395,6 +395,16 @@ func (h *headWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// Variants of the bare proxy.
+const (
+	Bare      = ""      // httputil.ReverseProxy, Go's default Transport
+	BareTuned = "tuned" // the same with 256 idle connections per host
+	// TCPRelay copies bytes between the client's connection and one of its
+	// own to the upstream, two goroutines per connection, no HTTP at all:
+	// the floor of any goroutine-per-connection Go proxy on the machine.
+	TCPRelay = "relay"
+)
+
 // bareHandler is a bare httputil.ReverseProxy to upstreamURL: with Go's
 // default Transport (2 idle connections per host), what someone writing a
 // proxy in ten lines gets; tuned, with as many idle connections as
@@ -414,49 +424,91 @@ func bareHandler(upstreamURL string, tuned bool) (http.Handler, error) {
 	return rp, nil
 }
 
-func bareName(tuned bool) string {
-	if tuned {
+func bareName(variant string) string {
+	switch variant {
+	case BareTuned:
 		return "bare-go-tuned"
+	case TCPRelay:
+		return "go-tcp-relay"
 	}
 	return "bare-go"
 }
 
-// StartBare serves a bare proxy (see bareHandler) from this process.
-func StartBare(upstreamURL string, tuned bool) (*Target, error) {
-	h, err := bareHandler(upstreamURL, tuned)
-	if err != nil {
-		return nil, err
+// serveBare serves the variant on ln until ln is closed.
+func serveBare(ln net.Listener, upstreamURL, variant string) error {
+	if variant == TCPRelay {
+		return serveRelay(ln, upstreamURL)
 	}
+	h, err := bareHandler(upstreamURL, variant == BareTuned)
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	return hs.Serve(ln)
+}
+
+// serveRelay is the TCPRelay variant: one upstream connection for each
+// client connection, bytes copied both ways until either side closes.
+func serveRelay(ln net.Listener, upstreamURL string) error {
+	u, err := url.Parse(upstreamURL)
+	if err != nil {
+		return err
+	}
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		go func() {
+			defer c.Close()
+			up, err := net.Dial("tcp", u.Host)
+			if err != nil {
+				return
+			}
+			defer up.Close()
+			go func() {
+				_, _ = io.Copy(up, c)
+				_ = up.(*net.TCPConn).CloseWrite()
+			}()
+			_, _ = io.Copy(c, up)
+		}()
+	}
+}
+
+// StartBare serves a bare proxy variant from this process.
+func StartBare(upstreamURL, variant string) (*Target, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = hs.Serve(ln) }()
-	return &Target{Name: bareName(tuned), Kind: KindBare, URL: "http://" + ln.Addr().String(),
-		close: func() { _ = hs.Close() }}, nil
+	if _, err := url.Parse(upstreamURL); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	go func() { _ = serveBare(ln, upstreamURL, variant) }()
+	return &Target{Name: bareName(variant), Kind: KindBare, URL: "http://" + ln.Addr().String(),
+		close: func() { _ = ln.Close() }}, nil
 }
 
 // BareCommand is the hidden first argument with which chutes-bench serves a
-// bare proxy itself: chutes-bench _bare ADDR UPSTREAM_URL [tuned].
+// bare proxy itself: chutes-bench _bare ADDR UPSTREAM_URL [tuned|relay].
 const BareCommand = "_bare"
 
-// ServeBare is BareCommand's body: it serves the bare proxy on addr until
-// the process is killed.
-func ServeBare(addr, upstreamURL string, tuned bool) error {
-	h, err := bareHandler(upstreamURL, tuned)
+// ServeBare is BareCommand's body: it serves the variant on addr until the
+// process is killed.
+func ServeBare(addr, upstreamURL, variant string) error {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	return hs.ListenAndServe()
+	return serveBare(ln, upstreamURL, variant)
 }
 
 // StartBareProcess runs the bare proxy as a subprocess of this executable,
 // so that it crosses a process boundary as the chutes-proxy binary and
 // nginx do (in one process, Go hands requests between goroutines without
 // waking another process: cheaper than any real deployment).
-func StartBareProcess(upstreamURL string, tuned bool) (*Target, error) {
+func StartBareProcess(upstreamURL, variant string) (*Target, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -465,10 +517,7 @@ func StartBareProcess(upstreamURL string, tuned bool) (*Target, error) {
 	if err != nil {
 		return nil, err
 	}
-	args := []string{BareCommand, addr, upstreamURL}
-	if tuned {
-		args = append(args, "tuned")
-	}
+	args := []string{BareCommand, addr, upstreamURL, variant}
 	cmd := exec.Command(self, args...)
 	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
 	cmd.WaitDelay = 2 * time.Second
@@ -483,7 +532,7 @@ func StartBareProcess(upstreamURL string, tuned bool) (*Target, error) {
 		return nil, fmt.Errorf("the bare proxy: %w", err)
 	}
 	pid := cmd.Process.Pid
-	return &Target{Name: bareName(tuned), Kind: KindBare, URL: "http://" + addr, PID: pid, CPUPIDs: []int{pid},
+	return &Target{Name: bareName(variant), Kind: KindBare, URL: "http://" + addr, PID: pid, CPUPIDs: []int{pid},
 		Mem: func(bool) (Mem, error) {
 			rss, hwm, err := procStatus(pid)
 			return Mem{RSS: rss, HWM: hwm}, err
