@@ -43,6 +43,9 @@ const (
 	MaxHeaderBytes = 1 << 20
 	bufSize        = 4 << 10
 	max1xx         = 5
+	// earlyAnswerWait is how long an answer is waited for after the
+	// request could not be written whole.
+	earlyAnswerWait = 100 * time.Millisecond
 )
 
 // ErrHeaderTooLarge is returned for a response head over MaxHeaderBytes.
@@ -359,11 +362,21 @@ func (c *conn) roundTrip(req *http.Request, body io.Reader) (resp *http.Response
 		}
 		return nil, sent, err
 	}
-	if err := c.writeRequest(req, body); err != nil {
-		return fail(err, false)
+	writeErr := c.writeRequest(req, body)
+	if writeErr != nil {
+		if ctx.Err() != nil {
+			return fail(writeErr, false)
+		}
+		// A server may answer before it has read the whole body (a 413
+		// for a body too large) and close: its answer says more than the
+		// broken write. It is in the socket already, or not at all.
+		nc.SetReadDeadline(time.Now().Add(earlyAnswerWait))
 	}
 	c.cr.limit = MaxHeaderBytes
 	if _, err := c.br.Peek(1); err != nil {
+		if writeErr != nil {
+			return fail(writeErr, false)
+		}
 		if err == io.EOF {
 			err = errClosedUnanswered
 		}
@@ -371,6 +384,9 @@ func (c *conn) roundTrip(req *http.Request, body io.Reader) (resp *http.Response
 	}
 	for n := 0; ; n++ {
 		resp, err = http.ReadResponse(c.br, req)
+		if err != nil && writeErr != nil {
+			return fail(writeErr, true)
+		}
 		if err != nil {
 			return fail(fmt.Errorf("reading the upstream's response: %w", err), true)
 		}
@@ -386,6 +402,11 @@ func (c *conn) roundTrip(req *http.Request, body io.Reader) (resp *http.Response
 		return fail(errors.New("the upstream switched protocols unasked (101)"), true)
 	}
 	resp.TLS = c.tls
+	if writeErr != nil {
+		// The rest of the answer may come, but the connection is done.
+		nc.SetReadDeadline(time.Time{})
+		resp.Close = true
+	}
 	b := &respBody{c: c, rc: resp.Body, stop: stop, ctx: ctx,
 		keep: !resp.Close && !wantsClose(req)}
 	b.eof = resp.Body == http.NoBody || resp.ContentLength == 0

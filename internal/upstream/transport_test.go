@@ -1744,3 +1744,41 @@ func TestWrittenRequestNotResent(t *testing.T) {
 		})
 	}
 }
+
+// TestEarlyAnswer: a server that answers before it has read the whole
+// body (413 for a body too large) and stops reading gets its answer to the
+// caller, not the broken write's error; the connection is not pooled.
+func TestEarlyAnswer(t *testing.T) {
+	srv := newRawServer(t, func(c net.Conn, br *bufio.Reader) {
+		// read the head only
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if line == "\r\n" {
+				break
+			}
+		}
+		io.WriteString(c, "HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: application/json\r\nContent-Length: 20\r\nConnection: close\r\n\r\n{\"detail\":\"too big\"}")
+		c.(*net.TCPConn).CloseWrite()
+		// drain a little, as servers do before closing, then close with
+		// the rest unread
+		c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		io.CopyN(io.Discard, br, 64<<10)
+	})
+	tr := newTransport(t, &upstream.Transport{})
+	body := bytes.Repeat([]byte("x"), 16<<20)
+	resp, err := tr.RoundTrip(newRequest(t, http.MethodPost, srv.URL(), bytes.NewReader(body)))
+	if err != nil {
+		t.Fatalf("the server's early answer was lost: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || string(b) != `{"detail":"too big"}` {
+		t.Fatalf("got %d %q, want 413 and its body", resp.StatusCode, b)
+	}
+	if n := srv.accepts.Load(); n != 1 {
+		t.Errorf("the server accepted %d connections, want 1", n)
+	}
+}
