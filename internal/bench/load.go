@@ -125,6 +125,19 @@ type worker struct {
 	events    int
 }
 
+// done records one request begun at t0: its latency, or its error.
+func (w *worker) done(t0 time.Time, err error) {
+	if err != nil {
+		w.errs++
+		if w.firstErr == nil {
+			w.firstErr = err
+		}
+		return
+	}
+	w.lat = append(w.lat, time.Since(t0))
+	w.n++
+}
+
 func merge(ws []*worker, elapsed time.Duration) Sample {
 	s := Sample{Elapsed: elapsed}
 	for _, w := range ws {
@@ -160,15 +173,7 @@ func (c *Client) Plain(ctx context.Context, url string, body []byte, clients int
 				}
 				t0 := time.Now()
 				_, err := c.post(ctx, url, body)
-				if err != nil {
-					w.errs++
-					if w.firstErr == nil {
-						w.firstErr = err
-					}
-					continue
-				}
-				w.lat = append(w.lat, time.Since(t0))
-				w.n++
+				w.done(t0, err)
 			}
 		})
 	}
@@ -265,15 +270,7 @@ func (c *Client) Stream(ctx context.Context, url string, body []byte, events, cl
 		wg.Go(func() {
 			for ctx.Err() == nil && time.Now().Before(deadline) {
 				t0 := time.Now()
-				if err := c.stream(ctx, url, body, events, w, nil); err != nil {
-					w.errs++
-					if w.firstErr == nil {
-						w.firstErr = err
-					}
-					continue
-				}
-				w.lat = append(w.lat, time.Since(t0))
-				w.n++
+				w.done(t0, c.stream(ctx, url, body, events, w, nil))
 			}
 		})
 	}

@@ -147,7 +147,7 @@ func Run(ctx context.Context, o Options) error {
 		if m, err := t.Mem(false); err == nil {
 			r.res.idleRSSs = append(r.res.idleRSSs, m.RSS)
 		}
-		r.res.idleRSS = medianU(r.res.idleRSSs)
+		r.res.idleRSS = median(r.res.idleRSSs)
 		r.logf("chutes-proxy binary pid %d on %s (listening %s after exec; pprof %q)", t.PID, t.URL, d.Round(time.Microsecond), t.PprofAddr)
 	} else {
 		t, err := StartInProcess(dir, up.URL)
@@ -327,7 +327,7 @@ func aggregate(name string, s, base []Sample) *Agg {
 			ae99 = append(ae99, pct(x.Delay, 99)-pct(b.Delay, 99))
 		}
 	}
-	a.RPS, a.Ratio = medianF(rps), medianF(ratio)
+	a.RPS, a.Ratio = median(rps), median(ratio)
 	a.P50, a.P99 = median(p50), median(p99)
 	a.AddP50, a.AddP99 = median(ap50), median(ap99)
 	a.EvP50, a.EvP99 = median(e50), median(e99)
@@ -336,37 +336,18 @@ func aggregate(name string, s, base []Sample) *Agg {
 	return a
 }
 
-func median(d []time.Duration) time.Duration {
-	if len(d) == 0 {
+// median is the middle value of xs (the mean of the two middle ones for an
+// even count), 0 for none; xs is not reordered.
+func median[T time.Duration | float64 | uint64](xs []T) T {
+	if len(xs) == 0 {
 		return 0
 	}
-	d = slices.Clone(d)
-	slices.Sort(d)
-	if len(d)%2 == 1 {
-		return d[len(d)/2]
+	xs = slices.Clone(xs)
+	slices.Sort(xs)
+	if len(xs)%2 == 1 {
+		return xs[len(xs)/2]
 	}
-	return (d[len(d)/2-1] + d[len(d)/2]) / 2
-}
-
-func medianF(f []float64) float64 {
-	if len(f) == 0 {
-		return 0
-	}
-	f = slices.Clone(f)
-	slices.Sort(f)
-	if len(f)%2 == 1 {
-		return f[len(f)/2]
-	}
-	return (f[len(f)/2-1] + f[len(f)/2]) / 2
-}
-
-func medianU(u []uint64) uint64 {
-	if len(u) == 0 {
-		return 0
-	}
-	u = slices.Clone(u)
-	slices.Sort(u)
-	return u[len(u)/2]
+	return xs[len(xs)/2-1]/2 + xs[len(xs)/2]/2
 }
 
 // targetLegs makes one leg per target with run(t).
@@ -594,14 +575,14 @@ func (r *runner) largeBody() error {
 		r.res.largeErr = fmt.Sprintf("%d errors: %s", a.Errors, a.FirstErr)
 	}
 	switch {
-	case medianF(pAlloc) < 0:
+	case median(pAlloc) < 0:
 		r.res.largeAlloc = -1
 	case r.chutes.PID == 0:
 		// In-process, TotalAlloc counts the client and the fake upstream
 		// too: the direct leg's share is theirs.
-		r.res.largeAlloc = medianF(pAlloc) - medianF(dAlloc)
+		r.res.largeAlloc = median(pAlloc) - median(dAlloc)
 	default:
-		r.res.largeAlloc = medianF(pAlloc)
+		r.res.largeAlloc = median(pAlloc)
 	}
 	return nil
 }

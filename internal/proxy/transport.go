@@ -20,17 +20,17 @@ func NewUpstream(u config.Upstream, fallback *http.Transport) *upstream.Transpor
 		HandshakeTimeout: connectTimeout(u),
 		Proxy:            http.ProxyFromEnvironment,
 		Fallback:         fallback,
-		MaxIdlePerHost:   256,
-		IdleTimeout:      90 * time.Second,
 	}
 }
 
-// NewTransport returns the upstream transport: tuned for one busy host.
-// Go's default keeps 2 idle connections per host, so 16 concurrent chats
-// would open and close connections all day; we keep up to 256 warm. HTTP/2 is
-// used where the upstream offers it. There is no ResponseHeaderTimeout and no
-// Client.Timeout: the first-byte timer of each attempt bounds the wait, and a
-// long stream must not be cut by a whole-response deadline.
+// NewTransport returns net/http's transport for what NewUpstream's does not
+// carry: probes (which need httptrace on a fresh connection), model lists,
+// pass-through, and requests through an environment proxy. It keeps as many
+// idle connections as NewUpstream's pool (Go's default of 2 per host would
+// open and close connections all day); HTTP/2 is used where offered. There
+// is no ResponseHeaderTimeout and no Client.Timeout: the first-byte timer of
+// each attempt bounds the wait, and a long stream must not be cut by a
+// whole-response deadline.
 func NewTransport(u config.Upstream) *http.Transport {
 	connect := connectTimeout(u)
 	return &http.Transport{
@@ -38,8 +38,8 @@ func NewTransport(u config.Upstream) *http.Transport {
 		DialContext:           newDialer(u).DialContext,
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          512,
-		MaxIdleConnsPerHost:   256,
-		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConnsPerHost:   upstream.DefaultMaxIdlePerHost,
+		IdleConnTimeout:       upstream.DefaultIdleTimeout,
 		TLSHandshakeTimeout:   connect,
 		ExpectContinueTimeout: time.Second,
 		// The proxy asks for identity encoding so that it can read error
