@@ -199,16 +199,20 @@ func Redact(key string) string {
 	return string(r[:keep]) + "…"
 }
 
-// IsLoopback reports whether addr (a listen address "host:port") binds only to
-// the loopback interface. An empty host ("":8787) binds every interface.
+// IsLoopback reports whether addr ("host:port" or a bare host, IPv6 in
+// brackets or not) names this machine only: localhost, *.localhost, or a
+// loopback address. It is the one loopback check, for listen addresses,
+// Host headers and base URLs alike. An empty host (":8787") binds every
+// interface, so it is not loopback.
 func IsLoopback(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		host = addr
 	}
-	if host == "localhost" {
+	host = strings.ToLower(strings.Trim(host, "[]"))
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
 		return true
 	}
-	ip := net.ParseIP(strings.Trim(host, "[]"))
+	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
 }

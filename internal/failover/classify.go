@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -157,6 +158,15 @@ func IsNetwork(err error) bool {
 	return strings.Contains(err.Error(), "tls: ")
 }
 
+// IsTimeout reports whether err is a time-out of any layer: a context
+// deadline, a socket deadline, or a net.Error that says so (url.Error
+// included).
+func IsTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) ||
+		errors.As(err, &ne) && ne.Timeout()
+}
+
 func isDNS(err error) bool {
 	var dns *net.DNSError
 	return errors.As(err, &dns)
@@ -244,17 +254,6 @@ func describeContentType(ct string) string {
 		return "an HTML page"
 	}
 	return "a " + ct + " body"
-}
-
-// roundDur formats a wait for a person: "2s", "1m30s", "350ms".
-func roundDur(d time.Duration) string {
-	switch {
-	case d >= time.Minute:
-		return d.Round(time.Second).String()
-	case d >= time.Second:
-		return d.Round(100 * time.Millisecond).String()
-	}
-	return d.Round(time.Millisecond).String()
 }
 
 func trimFloat(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }

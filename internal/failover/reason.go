@@ -3,6 +3,8 @@ package failover
 import (
 	"encoding/json"
 	"strings"
+
+	"github.com/chutes-proxy/chutes-proxy/internal/human"
 )
 
 // maxReason bounds a reason kept from an upstream body, so a huge error page
@@ -25,10 +27,10 @@ func ReasonFromBody(body []byte) string {
 	}
 	for _, raw := range []json.RawMessage{v.Detail, v.Error} {
 		if r := messageOf(raw); r != "" {
-			return shorten(r)
+			return human.Truncate(strings.TrimSpace(r), maxReason)
 		}
 	}
-	return shorten(v.Message)
+	return human.Truncate(strings.TrimSpace(v.Message), maxReason)
 }
 
 func messageOf(raw json.RawMessage) string {
@@ -65,16 +67,4 @@ func messageOf(raw json.RawMessage) string {
 		return strings.Join(parts, "; ")
 	}
 	return ""
-}
-
-func shorten(s string) string {
-	s = strings.TrimSpace(s)
-	if len(s) <= maxReason {
-		return s
-	}
-	cut := maxReason
-	for cut > 0 && s[cut]&0xC0 == 0x80 { // don't split a UTF-8 sequence
-		cut--
-	}
-	return s[:cut] + "…"
 }

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/chutes-proxy/chutes-proxy/internal/human"
+
 	"github.com/sony/gobreaker/v2"
 	"golang.org/x/time/rate"
 
@@ -477,7 +479,7 @@ func (m *Model) check(now time.Time) (Attempt, bool) {
 	if until := m.CoolingUntil(now); !until.IsZero() {
 		d := until.Sub(now)
 		return Attempt{Model: m.ID, Kind: KindCooling, RetryAfter: d,
-			Reason: "overloaded (429), resting for " + roundDur(d) + " before the next try"}, false
+			Reason: "overloaded (429), resting for " + human.Duration(d) + " before the next try"}, false
 	}
 	return Attempt{}, true
 }
@@ -538,7 +540,7 @@ func (m *Model) reserve(now time.Time) (waiter, Attempt, bool) {
 		res.CancelAt(now)
 		l := m.limits.Load()
 		return waiter{}, Attempt{Model: m.ID, Kind: KindLocalLimit, RetryAfter: d,
-			Reason: "local rate limit of " + trimFloat(l.RequestsPerMinute) + " requests/minute: next slot in " + roundDur(d)}, false
+			Reason: "local rate limit of " + trimFloat(l.RequestsPerMinute) + " requests/minute: next slot in " + human.Duration(d)}, false
 	}
 	return waiter{res: res, delay: d}, Attempt{}, true
 }
