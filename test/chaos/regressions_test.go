@@ -1,9 +1,9 @@
 package chaos
 
-// Regression tests for bugs the chaos suite found after the first round
-// (the earlier ones live in faults_test.go and hostile_test.go): a tunnel
-// without proxy_key, the pages through a tunnel, Retry-After "NaN", and an
-// upstream that echoes the key.
+// Regression tests for four bugs the chaos suite found after its first
+// round, all fixed: a tunnel without proxy_key, the pages through a tunnel,
+// Retry-After "NaN", and an upstream that echoes the key. Each test fails
+// if its bug comes back.
 
 import (
 	"fmt"
@@ -18,18 +18,13 @@ import (
 	"github.com/chutes-proxy/chutes-proxy/internal/failover"
 )
 
-// BUG A (security): allowed_hosts exists for tunnels (the contract's own
-// example), and a tunnel makes a loopback proxy reachable from the whole
-// internet, yet validate (internal/config/validate.go, the listen check)
-// asks for proxy_key only when listen is not loopback. With
+// TestRegressionTunnelWithoutProxyKey guards a fixed security hole.
+// allowed_hosts exists for tunnels (the contract's own example), and a
+// tunnel makes a loopback proxy reachable from the whole internet, yet
+// proxy_key used to be required only when listen was not loopback: with
 // allowed_hosts = ["x.trycloudflare.com"] and no proxy_key, anyone who
-// learns the tunnel's name spends the user's Chutes balance; and even with
-// a proxy_key, /, /status and /metrics are served without it through the
-// tunnel (server.go: the pages check is skipped when st.loopback, and the
-// tunnel daemon's connection is from loopback anyway).
-// Suggested fix: make proxy_key required when allowed_hosts is not empty
-// (a Problem naming allowed_hosts and proxy_key), and require the key for
-// the pages when the Host is one of allowed_hosts.
+// learnt the tunnel's name could spend the user's Chutes balance. The
+// config is now invalid, with a problem naming proxy_key.
 func TestRegressionTunnelWithoutProxyKey(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "proxy.toml"), []byte(`allowed_hosts = ["chaos.trycloudflare.com"]`+"\n"), 0o600)
@@ -39,6 +34,12 @@ func TestRegressionTunnelWithoutProxyKey(t *testing.T) {
 	}
 }
 
+// TestRegressionTunnelPagesWithoutProxyKey guards the other half of that
+// hole: even with a proxy_key, /, /status and /metrics (model states, the
+// key's prefix, quota, balance) used to be served without it to any
+// connection from loopback, and a tunnel daemon connects from loopback. A
+// request whose Host is one of allowed_hosts now needs the key for the
+// pages too: 401 without it.
 func TestRegressionTunnelPagesWithoutProxyKey(t *testing.T) {
 	up := newUpstream(t, false)
 	p := startProxyWithPages(t, newConfig(t, up.URL, func(c *config.Config) {
@@ -54,13 +55,13 @@ func TestRegressionTunnelPagesWithoutProxyKey(t *testing.T) {
 	}
 }
 
-// BUG B (minor): ParseRetryAfter("NaN") returns -2562047h47m16s.
-// strconv.ParseFloat accepts "NaN" (and "nan", "+NaN"); NaN fails both
-// range checks (n <= 0, n > 86400) in internal/failover/classify.go
-// ParseRetryAfter, and time.Duration(NaN) is the minimum int64 on amd64.
-// Harmless today (cool and RetryAfterHeader ignore waits <= 0), but the
-// doc promises 0 for garbage. Fix: `if err == nil && !(n > 0 && n <= 86400)`
-// (a NaN fails the positive form), or check math.IsNaN.
+// TestRegressionParseRetryAfterNaN guards a fixed minor bug:
+// ParseRetryAfter("NaN") used to return -2562047h47m16s. strconv.ParseFloat
+// accepts "NaN" (and "nan", "+NaN"), a NaN passed both range checks
+// (n <= 0, n > 86400) because every comparison with it is false, and
+// time.Duration(NaN) is the minimum int64 on amd64. The range is now
+// checked in the positive form (n > 0 && n <= 86400), which a NaN fails,
+// so garbage gives 0 as the doc promises.
 func TestRegressionParseRetryAfterNaN(t *testing.T) {
 	for _, v := range []string{"NaN", "nan", "+NaN", " NaN "} {
 		if d := failover.ParseRetryAfter(v, time.Now()); d != 0 {
@@ -69,16 +70,16 @@ func TestRegressionParseRetryAfterNaN(t *testing.T) {
 	}
 }
 
-// BUG C (hardening): an upstream that echoes the key in its error body
-// ("Invalid token cpk_...") has it passed verbatim to the client — in the
-// invalid_api_key message (the reason is quoted whole), in a passed-through
-// OpenAI-shaped 4xx body (diagnose.fromUpstream's Raw), and for failover
-// statuses in attempts[].reason and the "model failed, trying the next"
-// log line. With a proxy_key the client is not meant to know the Chutes key.
-// Chutes itself does not echo keys today, so this needs a misbehaving
-// upstream (or a future error message). Suggested fix: where the error
-// body is read (forward.go attempt, the UpstreamError; sse.go streamReason),
-// replace the key sent with config.Redact(key) before anything keeps it.
+// TestRegressionUpstreamEchoesKey guards a fixed hardening gap: an
+// upstream that echoes the key in its error body ("Invalid token cpk_...")
+// used to have it passed verbatim to the client (in the invalid_api_key
+// message, in a passed-through OpenAI-shaped 4xx body, and for failover
+// statuses in attempts[].reason) and to the "model failed, trying the
+// next" log line; with a proxy_key the client is not meant to know the
+// Chutes key. Chutes itself does not echo keys today, so the fake upstream
+// here does, for a 401, a 400 and a 503. The proxy now replaces the key
+// with its redacted form wherever it keeps the upstream's words; neither
+// the answer nor the logs may hold it.
 func TestRegressionUpstreamEchoesKey(t *testing.T) {
 	up := newUpstream(t, false)
 	echo := func(status int, shape string) handler {
