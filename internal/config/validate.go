@@ -452,8 +452,7 @@ func (c *checker) key(name string, s Secret) {
 	}
 }
 
-// models checks the [[models]] tables: ids, aliases, fallbacks, limits,
-// and that no fallback chain comes back to where it started.
+// models checks the [[models]] tables: ids, aliases, fallbacks and limits.
 func (c *checker) models(cfg *Config) {
 	ids := map[string]int{}     // id → first table with it
 	aliases := map[string]int{} // alias → its table
@@ -511,7 +510,6 @@ func (c *checker) models(cfg *Config) {
 	}
 	slices.Sort(names)
 
-	next := make([][]int, len(cfg.Models)) // the fallback graph between tables
 	for i, m := range cfg.Models {
 		key := fmt.Sprintf("models[%d].fallbacks", i)
 		for _, f := range m.Fallbacks {
@@ -521,8 +519,13 @@ func (c *checker) models(cfg *Config) {
 				c.add(key, "a fallback is empty")
 			case strings.ContainsFunc(f, unicode.IsSpace):
 				c.add(key, "%q has white space in it", f)
+			case ok && j == i:
+				// Harmless, since a model always comes first in its own chain,
+				// but it reads as "retry this model", which it does not do.
+				c.add(key, "%q is this model itself (%s), which is always tried first; remove it, or name another model", f, m.ID)
 			case ok:
-				next[i] = append(next[i], j)
+				// Chains are one level deep (a fallback's own fallbacks are not
+				// followed), so two models may name each other.
 			case strings.Contains(f, "/"):
 				// Any org/model id may be a fallback without a table of its own.
 			default:
@@ -536,15 +539,6 @@ func (c *checker) models(cfg *Config) {
 			}
 		}
 	}
-	for _, cyc := range cycles(next) {
-		path := make([]string, len(cyc)+1)
-		for n, i := range cyc {
-			path[n] = cfg.Models[i].ID
-		}
-		path[len(cyc)] = cfg.Models[cyc[0]].ID
-		c.add(fmt.Sprintf("models[%d].fallbacks", cyc[0]), "the fallback chain comes back to where it started: %s; remove one of these fallbacks", strings.Join(path, " → "))
-	}
-
 	for i, m := range cfg.Models {
 		pre := fmt.Sprintf("models[%d].", i)
 		rate, rateOK := cfg.RateLimit.RequestsPerMinute, true
@@ -572,93 +566,6 @@ func (c *checker) models(cfg *Config) {
 			c.add(pre+"burst", "must be at least 1 when requests_per_minute is above 0 (a limiter with burst 0 admits nothing); got 0%s", from)
 		}
 	}
-}
-
-// cycles returns one cycle per strongly connected component of the graph
-// that has one (including a node pointing at itself), each starting at the
-// component's lowest node, in order of that node.
-func cycles(next [][]int) [][]int {
-	n := len(next)
-	index := make([]int, n)
-	low := make([]int, n)
-	onStack := make([]bool, n)
-	for i := range index {
-		index[i] = -1
-	}
-	var stack []int
-	var comps [][]int
-	counter := 0
-	var strong func(v int)
-	strong = func(v int) {
-		index[v], low[v] = counter, counter
-		counter++
-		stack = append(stack, v)
-		onStack[v] = true
-		for _, w := range next[v] {
-			if index[w] < 0 {
-				strong(w)
-				low[v] = min(low[v], low[w])
-			} else if onStack[w] {
-				low[v] = min(low[v], index[w])
-			}
-		}
-		if low[v] == index[v] {
-			var comp []int
-			for {
-				w := stack[len(stack)-1]
-				stack = stack[:len(stack)-1]
-				onStack[w] = false
-				comp = append(comp, w)
-				if w == v {
-					break
-				}
-			}
-			if len(comp) > 1 || slices.Contains(next[v], v) {
-				comps = append(comps, comp)
-			}
-		}
-	}
-	for v := range n {
-		if index[v] < 0 {
-			strong(v)
-		}
-	}
-
-	var out [][]int
-	for _, comp := range comps {
-		start := slices.Min(comp)
-		out = append(out, cycleFrom(start, comp, next))
-	}
-	slices.SortFunc(out, func(a, b []int) int { return cmp.Compare(a[0], b[0]) })
-	return out
-}
-
-// cycleFrom finds a shortest way from start back to start inside comp.
-func cycleFrom(start int, comp []int, next [][]int) []int {
-	if slices.Contains(next[start], start) {
-		return []int{start}
-	}
-	parent := map[int]int{start: -1}
-	queue := []int{start}
-	for len(queue) > 0 {
-		v := queue[0]
-		queue = queue[1:]
-		for _, w := range next[v] {
-			if w == start {
-				var path []int
-				for u := v; u != -1; u = parent[u] {
-					path = append(path, u)
-				}
-				slices.Reverse(path)
-				return path
-			}
-			if _, seen := parent[w]; !seen && slices.Contains(comp, w) {
-				parent[w] = v
-				queue = append(queue, w)
-			}
-		}
-	}
-	return []int{start} // not reached: comp is strongly connected
 }
 
 // hostPort checks "host:port"; an empty host is allowed only where it

@@ -2,7 +2,6 @@ package config
 
 import (
 	"errors"
-	"slices"
 	"strings"
 	"testing"
 )
@@ -80,8 +79,8 @@ func TestLoadProblems(t *testing.T) {
 		{name: "alias is another model's id", file: twoModels + "\n[[models]]\nid = \"org/c\"\naliases = [\"org/a\"]", want: "FILE:models[2].aliases: ", msg: "is the id of models[0]"},
 		{name: "unknown fallback alias", file: twoModels + `fallbacks = ["qwn"]`, want: "FILE:models[1].fallbacks: ", msg: `did you mean "qwen"?`},
 		{name: "unknown fallback, nothing close", file: twoModels + `fallbacks = ["mistral"]`, want: "FILE:models[1].fallbacks: ", msg: "use the full org/model id"},
-		{name: "fallback cycle", file: twoModels + `fallbacks = ["a"]`, want: "FILE:models[0].fallbacks: ", msg: "org/a → org/b → org/a"},
-		{name: "fallback to itself", file: twoModels + `fallbacks = ["b"]`, want: "FILE:models[1].fallbacks: ", msg: "org/b → org/b"},
+		{name: "fallback to itself", file: twoModels + `fallbacks = ["b"]`, want: "FILE:models[1].fallbacks: ", msg: `"b" is this model itself (org/b)`},
+		{name: "fallback to its own id", file: twoModels + `fallbacks = ["org/b"]`, want: "FILE:models[1].fallbacks: ", msg: "this model itself"},
 
 		// addresses and URLs
 		{name: "base_url not http", file: "[upstream]\nbase_url = \"ftp://llm.chutes.ai/v1\"", want: "FILE:upstream.base_url: ", msg: "not an http:// or https:// URL"},
@@ -200,24 +199,22 @@ func TestProblemError(t *testing.T) {
 	}
 }
 
-func TestCycles(t *testing.T) {
-	tests := []struct {
-		name string
-		next [][]int
-		want [][]int
-	}{
-		{"none", [][]int{{1}, {2}, nil}, nil},
-		{"self", [][]int{{0}}, [][]int{{0}}},
-		{"pair", [][]int{{1}, {0}}, [][]int{{0, 1}}},
-		{"shortest way back", [][]int{{1}, {2, 0}, {0}}, [][]int{{0, 1}}},
-		{"two cycles", [][]int{{1}, {0}, {3}, {2}}, [][]int{{0, 1}, {2, 3}}},
-		{"tail into cycle", [][]int{{1}, {2}, {1}}, [][]int{{1, 2}}},
+// TestLoadMutualFallbacks checks that two models may name each other: a
+// chain is one level deep, so A → B and B → A is no cycle.
+func TestLoadMutualFallbacks(t *testing.T) {
+	tests := []struct{ name, file string }{
+		{"by alias", twoModels + `fallbacks = ["a"]`},
+		{"by id", twoModels + `fallbacks = ["org/a"]`},
+		{"three in a ring", twoModels + "fallbacks = [\"org/c\"]\n[[models]]\nid = \"org/c\"\nfallbacks = [\"a\", \"b\"]"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := cycles(tt.next)
-			if !slices.EqualFunc(got, tt.want, slices.Equal[[]int]) {
-				t.Errorf("cycles() = %v; want %v", got, tt.want)
+			cfg, err := Load(Options{File: writeFile(t, t.TempDir(), "proxy.toml", tt.file), Getenv: envOf(nil)})
+			if err != nil {
+				t.Fatalf("Load() error = %v; want none", err)
+			}
+			if got := cfg.Models[1].Fallbacks; len(got) == 0 {
+				t.Errorf("models[1].fallbacks = %v; want the file's", got)
 			}
 		})
 	}
