@@ -90,9 +90,48 @@ func cleanEnv(env []string) []string {
 	return append(out, env...)
 }
 
-// fakeAccount is Chutes' account API: the quota and the balance.
-func fakeAccount(t *testing.T) *httptest.Server {
-	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// answered counts the requests a fake server has answered, per path; a
+// request counts once its handler has returned.
+type answered struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (a *answered) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r)
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if a.n == nil {
+			a.n = map[string]int{}
+		}
+		a.n[r.URL.Path]++
+	})
+}
+
+func (a *answered) count(path string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.n[path]
+}
+
+// reset forgets the requests answered so far.
+func (a *answered) reset() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.n = nil
+}
+
+// Paths of Chutes' account API.
+const (
+	quotaPath   = "/users/me/quota_usage/me"
+	balancePath = "/users/me"
+)
+
+// fakeAccount is Chutes' account API: the quota and the balance; seen
+// counts what it answered.
+func fakeAccount(t *testing.T, seen *answered) *httptest.Server {
+	s := httptest.NewServer(seen.wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "Bearer "+upstreamKey {
 			w.WriteHeader(http.StatusUnauthorized)
 			io.WriteString(w, `{"detail":"Invalid token or user not found"}`)
@@ -100,15 +139,15 @@ func fakeAccount(t *testing.T) *httptest.Server {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		switch r.URL.Path {
-		case "/users/me/quota_usage/me":
+		case quotaPath:
 			io.WriteString(w, `{"quota":300,"used":15,"chute_id":"*"}`)
-		case "/users/me":
+		case balancePath:
 			io.WriteString(w, `{"username":"chaos","user_id":"u-1","balance":1.25}`)
 		default:
 			w.WriteHeader(http.StatusNotFound)
 			io.WriteString(w, `{"detail":"Not Found"}`)
 		}
-	}))
+	})))
 	t.Cleanup(s.Close)
 	return s
 }
@@ -128,10 +167,11 @@ func TestBinaryNeverShowsKeys(t *testing.T) {
 			{ID: "chaos/broke", Behavior: simulator.Behavior{Kind: simulator.KindDropAfter, DropAfter: 2}},
 		},
 	})
-	up := httptest.NewServer(sim)
+	var upSeen, acctSeen answered
+	up := httptest.NewServer(upSeen.wrap(sim))
 	defer up.Close()
 	defer sim.Close()
-	acct := fakeAccount(t)
+	acct := fakeAccount(t, &acctSeen)
 
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "proxy.toml")
@@ -166,10 +206,18 @@ fallbacks = [%q]
 		t.Fatalf("check-config: %d\n%s%s", code, out, errOut)
 	}
 	// A pasted key with white space and quotes gets a (redacted) note.
-	run(t, bin, append(env, "CHUTES_API_KEY= \""+upstreamKey+"\" \n"), "check-config", "--config", cfgPath)
-	run(t, bin, env, "doctor", "--config", cfgPath)
+	if out, errOut, code := run(t, bin, append(env, "CHUTES_API_KEY= \""+upstreamKey+"\" \n"), "check-config", "--config", cfgPath); code != 0 {
+		t.Errorf("check-config with a pasted key: exit %d, want 0\n%s%s", code, out, errOut)
+	}
+	// Every check passes against the fakes: exit 0.
+	if out, errOut, code := run(t, bin, env, "doctor", "--config", cfgPath); code != 0 {
+		t.Errorf("doctor: exit %d, want 0\n%s%s", code, out, errOut)
+	}
 
-	// serve, until SIGQUIT makes the runtime dump every goroutine.
+	// serve, until SIGQUIT makes the runtime dump every goroutine. Only
+	// serve's requests count from here: doctor made its own.
+	upSeen.reset()
+	acctSeen.reset()
 	cmd := exec.Command(bin, "serve", "--config", cfgPath)
 	cmd.Env = cleanEnv(env)
 	var stdout bytes.Buffer
@@ -220,7 +268,23 @@ fallbacks = [%q]
 			t.Logf("%s stream=%v: %s", model, stream, r.outcome())
 		}
 	}
-	time.Sleep(1500 * time.Millisecond) // a probe and an account check
+	// The scan below must cover a probe and an account check. serve's
+	// monitor runs probe, account check, then records and logs their
+	// results, one round at a time: once the account API has answered the
+	// quota and the balance and, after that, a /models request reaches the
+	// upstream (nothing else fetches it while the test waits here), the
+	// next round has started and the first is recorded and logged.
+	probesBefore := -1 // /models answered when the account check was first seen answered
+	waitFor(t, 15*time.Second, "a probe and an account check, then the next probe", func() bool {
+		if upSeen.count("/v1/models") == 0 || acctSeen.count(quotaPath) == 0 || acctSeen.count(balancePath) == 0 {
+			return false
+		}
+		if probesBefore < 0 {
+			probesBefore = upSeen.count("/v1/models")
+		}
+		return upSeen.count("/v1/models") > probesBefore
+	})
+	t.Logf("serve's monitor: %d probes, %d quota and %d balance requests answered", upSeen.count("/v1/models"), acctSeen.count(quotaPath), acctSeen.count(balancePath))
 	pages := map[string]result{}
 	for _, path := range []string{"/", "/status", "/metrics", "/healthz", "/v1/models"} {
 		pages[path] = get(path, true)
@@ -229,12 +293,20 @@ fallbacks = [%q]
 	if !strings.Contains(string(pages["/status"].body), "chaos/down") {
 		t.Errorf("/status does not list the models: %.300s", pages["/status"].body)
 	}
-	sout, serr, _ := run(t, bin, env, "status", "--url", base)
+	sout, serr, code := run(t, bin, env, "status", "--url", base)
 	t.Logf("status command: %d bytes", len(sout)+len(serr))
+	if code != 0 {
+		t.Errorf("status: exit %d, want 0\n%s%s", code, sout, serr)
+	}
 
-	_ = cmd.Process.Signal(syscall.SIGQUIT)
+	if err := cmd.Process.Signal(syscall.SIGQUIT); err != nil {
+		t.Fatal(err)
+	}
 	<-copied
-	_ = cmd.Wait()
+	// The Go runtime's own SIGQUIT handling: dump, then exit 2.
+	if err := cmd.Wait(); cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 2 {
+		t.Errorf("serve after SIGQUIT: %v, want exit status 2", err)
+	}
 	captured.add("log binary serve stdout", stdout.Bytes())
 	captured.add("log binary serve stderr (with SIGQUIT dump)", stderr.Bytes())
 	if !strings.Contains(stderr.String(), "goroutine ") {

@@ -414,6 +414,19 @@ func sseData(b []byte) []string {
 	return out
 }
 
+// waitFor polls cond every 10 ms until it holds, and fails the test naming
+// what it waited for when timeout passes first.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond) // the poll's period, not a wait for an event
+	}
+}
+
 // freePort returns a loopback address nobody listens on.
 func freePort(t testing.TB) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
