@@ -3,7 +3,6 @@ package config
 import (
 	"context"
 	"os"
-	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -22,58 +21,60 @@ func TestWatch(t *testing.T) {
 		}
 	}
 	tests := []struct {
-		name   string
-		change func(t *testing.T, path string)
-		want   int32 // onChange calls
+		name string
+		run  func(t *testing.T, path string, w *watched)
 	}{
-		{"write in place", func(t *testing.T, p string) { mustWrite(t, p, edited) }, 1},
-		{"rename over", func(t *testing.T, p string) {
+		{"write in place", func(t *testing.T, p string, w *watched) {
+			mustWrite(t, p, edited)
+			w.changed()
+		}},
+		{"rename over", func(t *testing.T, p string, w *watched) {
 			mustWrite(t, p+".tmp", edited)
 			if err := os.Rename(p+".tmp", p); err != nil {
 				t.Fatal(err)
 			}
-		}, 1},
-		{"delete, then recreate", func(t *testing.T, p string) {
+			w.changed()
+		}},
+		{"delete, then recreate", func(t *testing.T, p string, w *watched) {
 			if err := os.Remove(p); err != nil {
 				t.Fatal(err)
 			}
-			time.Sleep(2 * every) // missing for a while: not a change
+			w.quiet(2 * every) // missing for a while: not a change
 			mustWrite(t, p, edited)
-		}, 1},
-		{"two saves", func(t *testing.T, p string) {
+			w.changed()
+		}},
+		{"two saves", func(t *testing.T, p string, w *watched) {
 			mustWrite(t, p, edited)
-			time.Sleep(2 * every)
+			w.changed()
 			mustWrite(t, p, initial)
-		}, 2},
-		{"same content written again", func(t *testing.T, p string) { mustWrite(t, p, initial) }, 0},
-		{"touched", func(t *testing.T, p string) {
+			w.changed()
+		}},
+		{"same content written again", func(t *testing.T, p string, w *watched) { mustWrite(t, p, initial) }},
+		{"touched", func(t *testing.T, p string, w *watched) {
 			now := time.Now()
 			if err := os.Chtimes(p, now, now); err != nil {
 				t.Fatal(err)
 			}
-		}, 0},
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			// Under synctest the ticker runs on a fake clock: the test takes
-			// no real time, and Wait says when Watch is idle.
+			// no real time, a wait for onChange ends as soon as Watch calls
+			// it, and a wait for its absence lasts exactly so many ticks.
 			synctest.Test(t, func(t *testing.T) {
 				path := writeFile(t, t.TempDir(), "proxy.toml", initial)
 				ctx, cancel := context.WithCancel(t.Context())
-				var calls atomic.Int32
+				w := &watched{t: t, every: every, calls: make(chan struct{}, 8)}
 				done := make(chan struct{})
 				go func() {
 					defer close(done)
-					Watch(ctx, path, every, func() { calls.Add(1) })
+					Watch(ctx, path, every, func() { w.calls <- struct{}{} })
 				}()
 				synctest.Wait() // Watch has taken its first look
 
-				tt.change(t, path)
-				time.Sleep(3 * every)
-				synctest.Wait()
-				if got := calls.Load(); got != tt.want {
-					t.Errorf("onChange called %d times; want %d", got, tt.want)
-				}
+				tt.run(t, path, w)
+				w.quiet(3 * every) // and nothing more
 
 				cancel()
 				synctest.Wait()
@@ -84,6 +85,34 @@ func TestWatch(t *testing.T) {
 				}
 			})
 		})
+	}
+}
+
+// watched is what a TestWatch case waits on: Watch's onChange calls.
+type watched struct {
+	t     *testing.T
+	every time.Duration
+	calls chan struct{}
+}
+
+// changed waits for one onChange call, which is due within two ticks (one
+// to see the change, the settle pause, one to spare).
+func (w *watched) changed() {
+	w.t.Helper()
+	select {
+	case <-w.calls:
+	case <-time.After(2 * w.every):
+		w.t.Fatal("onChange not called within 2 ticks of the change")
+	}
+}
+
+// quiet checks that onChange is not called for d.
+func (w *watched) quiet(d time.Duration) {
+	w.t.Helper()
+	select {
+	case <-w.calls:
+		w.t.Errorf("onChange called; want no call")
+	case <-time.After(d):
 	}
 }
 
