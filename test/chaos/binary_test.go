@@ -275,7 +275,7 @@ fallbacks = [%q]
 	// upstream (nothing else fetches it while the test waits here), the
 	// next round has started and the first is recorded and logged.
 	probesBefore := -1 // /models answered when the account check was first seen answered
-	waitFor(t, 15*time.Second, "a probe and an account check, then the next probe", func() bool {
+	if !eventually(15*time.Second, func() bool {
 		if upSeen.count("/v1/models") == 0 || acctSeen.count(quotaPath) == 0 || acctSeen.count(balancePath) == 0 {
 			return false
 		}
@@ -283,7 +283,10 @@ fallbacks = [%q]
 			probesBefore = upSeen.count("/v1/models")
 		}
 		return upSeen.count("/v1/models") > probesBefore
-	})
+	}) {
+		t.Fatalf("no probe and account check, then the next probe, within 15 s: %d probes, %d quota and %d balance requests answered",
+			upSeen.count("/v1/models"), acctSeen.count(quotaPath), acctSeen.count(balancePath))
+	}
 	t.Logf("serve's monitor: %d probes, %d quota and %d balance requests answered", upSeen.count("/v1/models"), acctSeen.count(quotaPath), acctSeen.count(balancePath))
 	pages := map[string]result{}
 	for _, path := range []string{"/", "/status", "/metrics", "/healthz", "/v1/models"} {

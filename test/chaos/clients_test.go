@@ -43,7 +43,8 @@ func TestSlowloris(t *testing.T) {
 	const attackers = 1000
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	var opened atomic.Int64
+	var opened, started atomic.Int64
+	acceptedBefore := p.accepted.Load()
 	for range attackers {
 		c, err := net.Dial("tcp", p.Addr)
 		if err != nil {
@@ -54,7 +55,9 @@ func TestSlowloris(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			defer c.Close()
-			if _, err := io.WriteString(c, "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"); err != nil {
+			_, err := io.WriteString(c, "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+			started.Add(1)
+			if err != nil {
 				return
 			}
 			tick := time.NewTicker(200 * time.Millisecond)
@@ -71,7 +74,13 @@ func TestSlowloris(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(300 * time.Millisecond)
+	// Measure once the server holds every attacker's connection and each
+	// has sent its first line.
+	if !eventually(10*time.Second, func() bool {
+		return p.accepted.Load()-acceptedBefore >= attackers && started.Load() == attackers
+	}) {
+		t.Fatalf("after 10 s the server had accepted %d of %d attackers, %d had written", p.accepted.Load()-acceptedBefore, attackers, started.Load())
+	}
 	during := measure(20)
 	close(stop)
 	wg.Wait()
@@ -156,13 +165,16 @@ func TestClientVanishes(t *testing.T) {
 		h func(wt *watched) handler
 		// leave: how the client goes away once the upstream started
 		leave string
+		// stay: how long the client waits, once the upstream started,
+		// before it cancels
+		stay time.Duration
 	}{
-		{"mid-stream, body closed", true, endlessStream, "close body after first event"},
-		{"mid-stream, connection reset", true, endlessStream, "reset after first event"},
-		{"waiting for headers", false, hangBefore, "cancel context"},
-		{"waiting for headers, stream", true, hangBefore, "cancel context"},
-		{"waiting for the first event", true, headersThenWait, "cancel context"},
-		{"mid plain body", false, endlessPlain, "cancel context"},
+		{"mid-stream, body closed", true, endlessStream, "close body after first event", 0},
+		{"mid-stream, connection reset", true, endlessStream, "reset after first event", 0},
+		{"waiting for headers", false, hangBefore, "cancel context", 0},
+		{"waiting for headers, stream", true, hangBefore, "cancel context", 0},
+		{"waiting for the first event", true, headersThenWait, "cancel context", 50 * time.Millisecond},
+		{"mid plain body", false, endlessPlain, "cancel context", 50 * time.Millisecond},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -199,7 +211,12 @@ func TestClientVanishes(t *testing.T) {
 			var left time.Time
 			switch tt.leave {
 			case "cancel context":
-				time.Sleep(50 * time.Millisecond)
+				// A client that gives up after a moment: by then the proxy
+				// is most likely reading what the upstream sent (headers,
+				// part of the body), which nothing outside it can see. The
+				// check below does not depend on it: the cancel must reach
+				// the upstream in any phase.
+				time.Sleep(tt.stay)
 				left = time.Now()
 				cancel()
 				if a := <-got; a.err == nil {
@@ -385,14 +402,15 @@ func TestCancellationStorm(t *testing.T) {
 	tr.CloseIdleConnections()
 	p.Srv.Close()
 
-	deadline := time.Now().Add(10 * time.Second)
+	// Wait for the goroutines to wind down; the checks below say what is
+	// left after 10 s.
 	after := runtime.NumGoroutine()
-	for (after > baseline+5 || inflight.Load() != 0) && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
+	eventually(10*time.Second, func() bool {
 		tr.CloseIdleConnections()
 		p.Srv.Close()
 		after = runtime.NumGoroutine()
-	}
+		return after <= baseline+5 && inflight.Load() == 0
+	})
 	t.Logf("%d requests in %v: served %d, abandoned by the client %d, clean errors %d, lost %d; goroutines: baseline %d, peak %d, after %d; upstream requests still open %d",
 		requests, took.Round(time.Millisecond), served.Load(), abandoned.Load(), cleanErr.Load(), len(lost), baseline, peak.Load(), after, inflight.Load())
 	if len(lost) > 0 {

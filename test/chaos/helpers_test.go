@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -72,6 +73,22 @@ type testProxy struct {
 	Srv  *proxy.Server
 	HTTP *http.Server
 	logs *lockedBuffer
+	// accepted counts the connections the server has accepted.
+	accepted atomic.Int64
+}
+
+// countingListener counts the connections accepted from it.
+type countingListener struct {
+	net.Listener
+	n *atomic.Int64
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
 }
 
 type lockedBuffer struct {
@@ -128,7 +145,7 @@ func serveProxy(t testing.TB, cfg *config.Config, pages bool) *testProxy {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = p.HTTP.Serve(ln)
+		_ = p.HTTP.Serve(countingListener{ln, &p.accepted})
 	}()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -414,17 +431,17 @@ func sseData(b []byte) []string {
 	return out
 }
 
-// waitFor polls cond every 10 ms until it holds, and fails the test naming
-// what it waited for when timeout passes first.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
+// eventually polls cond every 10 ms until it holds, for at most timeout;
+// it reports whether cond held.
+func eventually(timeout time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("waited %v for %s", timeout, what)
+			return false
 		}
 		time.Sleep(10 * time.Millisecond) // the poll's period, not a wait for an event
 	}
+	return true
 }
 
 // freePort returns a loopback address nobody listens on.
