@@ -1,0 +1,204 @@
+package chutes
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/chutes-proxy/chutes-proxy/internal/catalog"
+	"github.com/chutes-proxy/chutes-proxy/internal/failover"
+	"github.com/chutes-proxy/chutes-proxy/internal/human"
+)
+
+// probeTimeout bounds one probe; a caller's shorter deadline wins.
+const probeTimeout = 20 * time.Second
+
+// Steps a probe can fail at, for Reachability.FailedStep.
+const (
+	StepDNS     = "dns"
+	StepConnect = "connect"
+	StepTLS     = "tls"
+	// StepHTTP: the API answered with an error status (429, 5xx, 401 ...).
+	StepHTTP = "http"
+	// StepResponse: an answer, but not the API's: a 200 that is not a model
+	// list, a 404 (an OpenAI-style API always serves /models) or a web page
+	// with a 4xx. base_url looks wrong.
+	StepResponse = "response"
+	StepTimeout  = "timeout"
+	StepOther    = "other"
+)
+
+// Reachability is one probe of GET {base_url}/models. Step timings are null
+// when the step did not happen (an IP literal needs no DNS; plain HTTP has
+// no TLS) or failed.
+type Reachability struct {
+	// Checked is when the probe started.
+	Checked time.Time `json:"checked_at"`
+	// URL is what was fetched.
+	URL string `json:"url"`
+	// FailedStep is "" when the probe succeeded, else one of the Step
+	// constants.
+	FailedStep string `json:"failed_step,omitempty"`
+	// Error says what went wrong, "" on success.
+	Error string `json:"error,omitempty"`
+	// Status is the HTTP status, 0 when no answer came.
+	Status int `json:"status,omitempty"`
+	// LatencyMS is the whole probe, list download included.
+	LatencyMS int64  `json:"latency_ms"`
+	DNSMS     *int64 `json:"dns_ms"`
+	ConnectMS *int64 `json:"connect_ms"`
+	TLSMS     *int64 `json:"tls_ms"`
+	// TTFBMS is the time from sending the request to the first byte of the
+	// answer.
+	TTFBMS *int64 `json:"ttfb_ms"`
+	// Models is how many models the list holds.
+	Models int `json:"models_listed"`
+}
+
+// OK reports whether the upstream answered with a model list.
+func (r Reachability) OK() bool { return r.FailedStep == "" && !r.Checked.IsZero() }
+
+// Probe fetches {base}/models once with client's transport settings and
+// returns what happened and, on success, the list. It times DNS, connect,
+// TLS and the first byte over a fresh connection, so that every step is
+// measured and client's pooled connections are left alone. It never sends
+// a completion. key may be "" (Chutes serves the list to anyone).
+func Probe(ctx context.Context, client *http.Client, base, key string) (Reachability, []catalog.Entry) {
+	start := time.Now()
+	r := Reachability{Checked: start, URL: strings.TrimRight(base, "/") + "/models"}
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	var t tracer
+	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, t.trace()), http.MethodGet, r.URL, nil)
+	if err != nil {
+		r.FailedStep, r.Error = StepOther, err.Error()
+		return r, nil
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	req.Header.Set("Accept", "application/json")
+	c, closeIdle := fresh(client)
+	defer closeIdle()
+	var body []byte
+	resp, err := c.Do(req)
+	if err == nil {
+		r.Status = resp.StatusCode
+		body, err = io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+		resp.Body.Close()
+	}
+	r.LatencyMS = time.Since(start).Milliseconds()
+
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r.DNSMS, r.ConnectMS, r.TLSMS, r.TTFBMS = t.dns, t.connect, t.tls, t.ttfb
+	var op *net.OpError
+	switch {
+	case err == nil && r.Status == http.StatusOK:
+		entries, perr := catalog.Parse(body)
+		if perr == nil {
+			r.Models = len(entries)
+			return r, entries
+		}
+		seen := perr.Error()
+		if failover.LooksLikeHTML(body) {
+			seen = "an HTML page"
+		}
+		r.FailedStep, r.Error = StepResponse, "GET "+r.URL+" answered 200 with "+seen+", not a model list"
+	case err == nil:
+		ue := &failover.UpstreamError{Status: r.Status, Body: body}
+		r.FailedStep, r.Error = StepHTTP, "GET "+r.URL+" answered "+strconv.Itoa(r.Status)+": "+ue.Reason()
+		if r.Status == http.StatusNotFound || r.Status < 500 && r.Status != http.StatusTooManyRequests && failover.LooksLikeHTML(body) {
+			r.FailedStep = StepResponse
+		}
+	case t.dnsErr != nil || errors.As(err, new(*net.DNSError)):
+		r.FailedStep, r.Error = StepDNS, failover.Describe(err)
+	case t.tlsErr != nil:
+		r.FailedStep, r.Error, r.TLSMS = StepTLS, failover.Describe(err), nil
+	case t.connErr != nil || r.ConnectMS == nil && errors.As(err, &op) && op.Op == "dial":
+		r.FailedStep, r.Error = StepConnect, failover.Describe(err)
+	case failover.IsTimeout(err):
+		r.FailedStep, r.Error = StepTimeout, "GET "+r.URL+": no answer within "+human.Duration(time.Since(start).Round(time.Second))
+	default:
+		r.FailedStep, r.Error = StepOther, failover.Describe(err)
+	}
+	return r, nil
+}
+
+// tracer times a probe's steps and notes which failed; its hooks may run on
+// other goroutines.
+type tracer struct {
+	mu                                 sync.Mutex
+	dnsStart, connStart, tlsStart, wro time.Time
+	dns, connect, tls, ttfb            *int64
+	dnsErr, connErr, tlsErr            error
+}
+
+func (t *tracer) trace() *httptrace.ClientTrace {
+	since := func(start time.Time) *int64 { v := time.Since(start).Milliseconds(); return &v }
+	locked := func(f func()) { t.mu.Lock(); defer t.mu.Unlock(); f() }
+	return &httptrace.ClientTrace{
+		DNSStart: func(httptrace.DNSStartInfo) { locked(func() { t.dnsStart = time.Now() }) },
+		DNSDone: func(i httptrace.DNSDoneInfo) {
+			locked(func() {
+				if t.dnsErr = i.Err; i.Err == nil {
+					t.dns = since(t.dnsStart)
+				}
+			})
+		},
+		ConnectStart: func(string, string) {
+			locked(func() {
+				if t.connStart.IsZero() {
+					t.connStart = time.Now()
+				}
+			})
+		},
+		ConnectDone: func(_, _ string, err error) {
+			locked(func() {
+				// Another address may still succeed.
+				if t.connErr = err; err == nil {
+					t.connect = since(t.connStart)
+				}
+			})
+		},
+		TLSHandshakeStart: func() { locked(func() { t.tlsStart = time.Now() }) },
+		TLSHandshakeDone: func(_ tls.ConnectionState, err error) {
+			locked(func() {
+				if t.tlsErr = err; err == nil {
+					t.tls = since(t.tlsStart)
+				}
+			})
+		},
+		WroteRequest:         func(httptrace.WroteRequestInfo) { locked(func() { t.wro = time.Now() }) },
+		GotFirstResponseByte: func() { locked(func() { t.ttfb = since(t.wro) }) },
+	}
+}
+
+// fresh is client over a copy of its transport that keeps no connection:
+// same resolver, proxy and TLS settings, a new connection for the probe.
+func fresh(client *http.Client) (*http.Client, func()) {
+	if client == nil {
+		client = http.DefaultClient
+	}
+	c := *client
+	rt := c.Transport
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	t, ok := rt.(*http.Transport)
+	if !ok {
+		return &c, func() {}
+	}
+	t = t.Clone()
+	t.DisableKeepAlives = true
+	c.Transport = t
+	return &c, t.CloseIdleConnections
+}
