@@ -227,7 +227,7 @@ func (s *Server) attempt(ctx context.Context, st *state, r *http.Request, url st
 		req.Header.Set("Content-Type", "application/json")
 	}
 
-	resp, err := st.upstream.RoundTrip(req)
+	resp, err := st.transport.RoundTrip(req)
 	if err != nil {
 		return fail(err)
 	}

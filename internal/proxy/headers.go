@@ -17,10 +17,13 @@ var hopHeaders = []string{
 // user's own business (cookies, origin), or a question about the body the
 // proxy already holds whole (Expect: 100-continue, which curl sends for
 // bodies over 1 KB; forwarded, it would make the upstream request wait for
-// the upstream's "100 Continue").
+// the upstream's "100 Continue"). Idempotency-Key and X-Idempotency-Key go
+// too: net/http takes them as leave to send a POST again after a broken
+// kept-alive connection, and Chutes would count the chat twice against the
+// daily quota.
 var upstreamDrop = []string{
 	"Authorization", "Accept-Encoding", "Host", "Content-Length", "Cookie",
-	"Origin", "Referer", "X-Api-Key", "Expect",
+	"Origin", "Referer", "X-Api-Key", "Expect", "Idempotency-Key", "X-Idempotency-Key",
 }
 
 // copyHeader copies src into dst without hop-by-hop headers.

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -12,6 +13,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/chutes-proxy/chutes-proxy/internal/config"
 )
 
 // TestUpstreamConnectionsReused: every kind of answer that is read to its
@@ -72,9 +76,8 @@ func TestUpstreamConnectionsReused(t *testing.T) {
 }
 
 // TestHTTPSUpstream: against an HTTPS upstream that offers HTTP/2 (as
-// Chutes' front does), chats go over HTTP/1.1 on a kept-alive TLS
-// connection, plain and streamed alike, and the stream's events arrive
-// unchanged.
+// Chutes' front does), chats go over HTTP/2 on one TLS connection, plain
+// and streamed alike, and the stream's events arrive unchanged.
 func TestHTTPSUpstream(t *testing.T) {
 	var conns atomic.Int32
 	var protos sync.Map
@@ -104,7 +107,7 @@ func TestHTTPSUpstream(t *testing.T) {
 	ts, srv, _ := startProxy(t, testConfig(t, up.URL, nil))
 	roots := x509.NewCertPool()
 	roots.AddCert(up.Certificate())
-	srv.state.Load().upstream.TLSConfig = &tls.Config{RootCAs: roots}
+	srv.state.Load().transport.TLSClientConfig = &tls.Config{RootCAs: roots}
 
 	for i := 0; i < 3; i++ {
 		for _, stream := range []bool{false, true} {
@@ -129,10 +132,139 @@ func TestHTTPSUpstream(t *testing.T) {
 	}
 	var seen []string
 	protos.Range(func(k, _ any) bool { seen = append(seen, k.(string)); return true })
-	if len(seen) != 1 || seen[0] != "HTTP/1.1" {
-		t.Errorf("upstream saw protocols %v, want only HTTP/1.1", seen)
+	if len(seen) != 1 || seen[0] != "HTTP/2.0" {
+		t.Errorf("upstream saw protocols %v, want only HTTP/2.0", seen)
 	}
 	if n := conns.Load(); n != 1 {
 		t.Errorf("6 sequential chats opened %d TLS connections, want 1", n)
+	}
+}
+
+// rawUpstream is an HTTP/1.1 upstream written by hand, for answers a
+// net/http server would not give: it counts accepted connections and hands
+// each one to serve.
+func rawUpstream(t *testing.T, serve func(c net.Conn, br *bufio.Reader)) (url string, accepts *atomic.Int32) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepts = new(atomic.Int32)
+	var wg sync.WaitGroup
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepts.Add(1)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				serve(c, bufio.NewReader(c))
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	return "http://" + ln.Addr().String(), accepts
+}
+
+// readRequest reads one request, head and body, and returns its headers.
+func readRequest(br *bufio.Reader) (http.Header, error) {
+	req, err := http.ReadRequest(br)
+	if err != nil {
+		return nil, err
+	}
+	_, err = io.Copy(io.Discard, req.Body)
+	return req.Header, err
+}
+
+// TestWrittenRequestNotResent: a chat that reached the upstream whole on a
+// kept-alive connection, which the upstream then closed without an answer,
+// is never sent again on a new connection (Chutes would count it twice
+// against the daily quota), even when the client marked it idempotent.
+func TestWrittenRequestNotResent(t *testing.T) {
+	var requests atomic.Int32
+	var idem atomic.Bool
+	url, accepts := rawUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			h, err := readRequest(br)
+			if err != nil {
+				return
+			}
+			if h.Get("Idempotency-Key") != "" || h.Get("X-Idempotency-Key") != "" {
+				idem.Store(true)
+			}
+			if requests.Add(1) > 1 {
+				return // read whole, then closed with no answer
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 46\r\n\r\n"+
+				`{"id":"1","object":"chat.completion","choices":[]}`[:46])
+		}
+	})
+	ts, _, _ := startProxy(t, testConfig(t, url, nil))
+	post := func() *http.Response {
+		req, _ := http.NewRequest(http.MethodPost, ts.URL+"/v1/chat/completions", strings.NewReader(`{"model":"m","messages":[]}`))
+		req.Header.Set("Idempotency-Key", "k1")
+		req.Header.Set("X-Idempotency-Key", "k1")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	if resp := post(); resp.StatusCode != http.StatusOK {
+		t.Fatalf("first chat: status %d", resp.StatusCode)
+	}
+	if resp := post(); resp.StatusCode == http.StatusOK {
+		t.Fatal("the dropped chat succeeded")
+	}
+	if n := requests.Load(); n != 2 {
+		t.Errorf("the upstream read %d requests, want 2: the dropped one was sent again", n)
+	}
+	if n := accepts.Load(); n != 1 {
+		t.Errorf("the upstream accepted %d connections, want 1", n)
+	}
+	if idem.Load() {
+		t.Error("an idempotency header reached the upstream")
+	}
+}
+
+// TestEarlyAnswer: an upstream that answers before it has read the whole
+// body (413 for a body too large) and then reads no more gets its answer to
+// the client at once, as upstream_rejected, not a hang while the proxy
+// still tries to write the body.
+func TestEarlyAnswer(t *testing.T) {
+	release := make(chan struct{})
+	url, _ := rawUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err != nil { // the head only
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: application/json\r\nContent-Length: 20\r\nConnection: close\r\n\r\n{\"detail\":\"too big\"}")
+		select { // hold the connection open, reading nothing
+		case <-release:
+		case <-time.After(30 * time.Second):
+		}
+	})
+	t.Cleanup(func() { close(release) }) // runs before rawUpstream's wait
+	ts, _, _ := startProxy(t, testConfig(t, url, func(c *config.Config) {
+		c.Upstream.RequestTimeout = config.Duration(time.Minute)
+	}))
+	body := `{"model":"m","messages":[{"role":"user","content":"` + strings.Repeat("x", 8<<20) + `"}]}`
+	start := time.Now()
+	resp, err := http.Post(ts.URL+"/v1/chat/completions", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(b), "too big") {
+		t.Fatalf("status %d, body %s; want 413 with the upstream's words", resp.StatusCode, b)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("the early answer took %v", d)
 	}
 }

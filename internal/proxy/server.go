@@ -21,7 +21,6 @@ import (
 	"github.com/chutes-proxy/chutes-proxy/internal/config"
 	"github.com/chutes-proxy/chutes-proxy/internal/diagnose"
 	"github.com/chutes-proxy/chutes-proxy/internal/failover"
-	"github.com/chutes-proxy/chutes-proxy/internal/upstream"
 )
 
 // Options are what a Server is built from. Only Config is required.
@@ -65,10 +64,9 @@ type Server struct {
 // state is everything derived from one config load.
 type state struct {
 	cfg       *config.Config
-	base      string              // base_url without a trailing slash
-	transport *http.Transport     // probes, model lists, pass-through
-	upstream  *upstream.Transport // chat, completions, embeddings
-	client    *http.Client
+	base      string          // base_url without a trailing slash
+	transport *http.Transport // every upstream request
+	client    *http.Client    // model lists and probes, over transport
 	loopback  bool
 	hosts     map[string]bool
 	origins   map[string]bool
@@ -105,7 +103,9 @@ func (s *Server) Catalog() *catalog.Catalog { return s.catalog }
 // Config returns the config in force.
 func (s *Server) Config() *config.Config { return s.state.Load().cfg }
 
-// Client returns an HTTP client over the upstream transport, for probes.
+// Client returns an HTTP client over the upstream transport, for model
+// lists, probes and the account API. Its 30 s Timeout bounds those short
+// GETs; chats do not use it.
 func (s *Server) Client() *http.Client { return s.state.Load().client }
 
 // Reload swaps in cfg for new requests; requests in flight finish on the
@@ -129,13 +129,11 @@ func (s *Server) Reload(cfg *config.Config) {
 	}
 	if old != nil && old.cfg.Upstream.ConnectTimeout == cfg.Upstream.ConnectTimeout &&
 		old.cfg.Upstream.Resolver == cfg.Upstream.Resolver {
-		st.transport, st.upstream, st.client = old.transport, old.upstream, old.client
+		st.transport, st.client = old.transport, old.client
 	} else {
 		st.transport = NewTransport(cfg.Upstream)
-		st.upstream = NewUpstream(cfg.Upstream, st.transport)
 		st.client = &http.Client{Transport: st.transport, Timeout: 30 * time.Second}
 		if old != nil {
-			defer old.upstream.CloseIdleConnections()
 			defer old.transport.CloseIdleConnections()
 		}
 	}
@@ -147,9 +145,7 @@ func (s *Server) Reload(cfg *config.Config) {
 
 // Close releases idle upstream connections.
 func (s *Server) Close() {
-	st := s.state.Load()
-	st.upstream.CloseIdleConnections()
-	st.transport.CloseIdleConnections()
+	s.state.Load().transport.CloseIdleConnections()
 }
 
 // endpoint kinds

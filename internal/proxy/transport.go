@@ -7,39 +7,38 @@ import (
 	"time"
 
 	"github.com/chutes-proxy/chutes-proxy/internal/config"
-	"github.com/chutes-proxy/chutes-proxy/internal/upstream"
 )
 
-// NewUpstream returns the transport of chat, completion and embedding
-// requests: HTTP/1.1 in the handler's goroutine (see package upstream), with
-// fallback for what it does not handle (an environment proxy). Probes,
-// model lists and pass-through requests use fallback directly.
-func NewUpstream(u config.Upstream, fallback *http.Transport) *upstream.Transport {
-	return &upstream.Transport{
-		Dial:             newDialer(u).DialContext,
-		HandshakeTimeout: connectTimeout(u),
-		Proxy:            http.ProxyFromEnvironment,
-		Fallback:         fallback,
-	}
-}
+// Pool limits of the upstream transport. A chat holds its connection (or,
+// over HTTP/2, its stream) for the whole reply, so the pool is sized for as
+// many concurrent streams as a busy proxy has, not Go's default of two idle
+// connections per host, which would open and close connections all day.
+const (
+	maxIdlePerHost = 256
+	idleConnTime   = 90 * time.Second
+)
 
-// NewTransport returns net/http's transport for what NewUpstream's does not
-// carry: probes (which need httptrace on a fresh connection), model lists,
-// pass-through, and requests through an environment proxy. It keeps as many
-// idle connections as NewUpstream's pool (Go's default of 2 per host would
-// open and close connections all day); HTTP/2 is used where offered. There
-// is no ResponseHeaderTimeout and no Client.Timeout: the first-byte timer of
-// each attempt bounds the wait, and a long stream must not be cut by a
-// whole-response deadline.
+// NewTransport returns the one upstream transport of a config: chats,
+// completions, embeddings, model lists, probes, the account API and
+// pass-through all share its pool. HTTP/2 is used where the upstream offers
+// it (Chutes does), an environment proxy (HTTPS_PROXY ...) is honoured, and
+// [upstream] resolver is reached through its DialContext.
+//
+// It sets no ResponseHeaderTimeout: each chat attempt is bounded by its own
+// first-token timer, which also covers the response head, and a stream must
+// not be cut by a whole-response deadline. net/http never sends a request
+// again once it was written unless the request says it is idempotent, and
+// upstreamHeader drops the headers that would say so: Chutes would count a
+// resent chat twice against the daily quota.
 func NewTransport(u config.Upstream) *http.Transport {
 	connect := connectTimeout(u)
 	return &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           newDialer(u).DialContext,
 		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          512,
-		MaxIdleConnsPerHost:   upstream.DefaultMaxIdlePerHost,
-		IdleConnTimeout:       upstream.DefaultIdleTimeout,
+		MaxIdleConns:          2 * maxIdlePerHost,
+		MaxIdleConnsPerHost:   maxIdlePerHost,
+		IdleConnTimeout:       idleConnTime,
 		TLSHandshakeTimeout:   connect,
 		ExpectContinueTimeout: time.Second,
 		// The proxy asks for identity encoding so that it can read error
