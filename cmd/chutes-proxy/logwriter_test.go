@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -37,28 +38,28 @@ func TestBatchWriter(t *testing.T) {
 		}
 	})
 	t.Run("a burst is one write, in order, within the batch time", func(t *testing.T) {
-		var w countingWriter
-		b := newBatchWriter(&w)
-		var want strings.Builder
-		for i := range 100 {
-			line := strings.Repeat("x", i%7) + "\n"
-			want.WriteString(line)
-			b.Write([]byte(line))
-		}
-		deadline := time.Now().Add(5 * time.Second)
-		for {
+		synctest.Test(t, func(t *testing.T) {
+			var w countingWriter
+			b := newBatchWriter(&w)
+			var want strings.Builder
+			for i := range 100 {
+				line := strings.Repeat("x", i%7) + "\n"
+				want.WriteString(line)
+				b.Write([]byte(line))
+			}
+			if _, n := w.get(); n != 1 {
+				t.Fatalf("%d writes before the batch time, want 1 (the first line through, the rest held)", n)
+			}
+			time.Sleep(logBatch) // the bubble's clock: no real time passes
+			synctest.Wait()
 			got, n := w.get()
-			if got == want.String() {
-				if n != 2 {
-					t.Fatalf("100 lines took %d writes, want 2 (the first through, the rest batched)", n)
-				}
-				break
+			if got != want.String() {
+				t.Fatalf("after the batch time: got %q", got)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("batched lines not written: got %q", got)
+			if n != 2 {
+				t.Fatalf("100 lines took %d writes, want 2 (the first through, the rest batched)", n)
 			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		})
 	})
 	t.Run("Flush writes what is held", func(t *testing.T) {
 		var w countingWriter
