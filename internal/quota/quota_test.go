@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"go.uber.org/goleak"
@@ -394,28 +395,26 @@ func TestProxyAnswers429AtLimit(t *testing.T) {
 }
 
 func TestRunFlushesUntilCanceled(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "quota.json")
-	c := Open(Options{File: file, FlushEvery: 10 * time.Millisecond})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { c.Run(ctx); close(done) }()
-	c.Add(4)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if b, err := os.ReadFile(file); err == nil && strings.Contains(string(b), `"count":4`) {
-			break
+	synctest.Test(t, func(t *testing.T) {
+		file := filepath.Join(t.TempDir(), "quota.json")
+		c := Open(Options{File: file, FlushEvery: 10 * time.Millisecond})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { c.Run(ctx); close(done) }()
+		defer func() { cancel(); <-done }() // Run ends in the bubble, even on failure
+		c.Add(4)
+		time.Sleep(10 * time.Millisecond) // the bubble's clock: one tick, no real time
+		synctest.Wait()                   // Run has flushed and waits for the next tick
+		if st := readState(t, file); st.Count != 4 {
+			t.Fatalf("count after one tick = %d, want 4", st.Count)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("count not flushed by Run")
+		c.Add(1)
+		cancel()
+		<-done
+		if st := readState(t, file); st.Count != 5 {
+			t.Fatalf("count after Run ended = %d, want 5", st.Count)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	c.Add(1)
-	cancel()
-	<-done
-	if st := readState(t, file); st.Count != 5 {
-		t.Fatalf("count after Run ended = %d, want 5", st.Count)
-	}
+	})
 }
 
 func TestDefaultFile(t *testing.T) {
