@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/chutes-proxy/chutes-proxy/internal/human"
+
 	"github.com/chutes-proxy/chutes-proxy/internal/failover"
 	"github.com/chutes-proxy/chutes-proxy/internal/fuzzy"
 	"github.com/chutes-proxy/chutes-proxy/internal/payload"
@@ -229,7 +231,7 @@ func exhausted(res failover.Result, env Env) *Error {
 		}
 		e := newError(http.StatusTooManyRequests, CodeRateLimited,
 			"Chutes is rate-limiting or at capacity for every model tried"+attemptList(res.Attempts)+
-				fmt.Sprintf(". Slow down and retry in %s, or add fallback models to this chain in proxy.toml.", human(retry)))
+				fmt.Sprintf(". Slow down and retry in %s, or add fallback models to this chain in proxy.toml.", human.Duration(retry)))
 		e.RetryAfter = retry
 		return e
 	case total > 0 && local == total:
@@ -238,7 +240,7 @@ func exhausted(res failover.Result, env Env) *Error {
 		}
 		e := newError(http.StatusTooManyRequests, CodeLocalRateLimit,
 			"chutes-proxy's own rate limit stopped this request (not Chutes)"+attemptList(res.Attempts)+
-				fmt.Sprintf(". It frees up in %s; raise requests_per_minute in proxy.toml to allow more.", human(retry)))
+				fmt.Sprintf(". It frees up in %s; raise requests_per_minute in proxy.toml to allow more.", human.Duration(retry)))
 		e.RetryAfter = retry
 		return e
 	}
@@ -368,13 +370,6 @@ func minPositive(a, b time.Duration) time.Duration {
 		return b
 	}
 	return min(a, b)
-}
-
-func human(d time.Duration) string {
-	if d < time.Second {
-		return "1s"
-	}
-	return d.Round(time.Second).String()
 }
 
 // StreamInterrupted is the event that ends a committed stream that broke.

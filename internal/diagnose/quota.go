@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/chutes-proxy/chutes-proxy/internal/human"
 )
 
 // NextUTCMidnight is when a daily quota counted per UTC day frees up: Chutes
@@ -23,17 +25,7 @@ func DailyQuotaExhausted(limit, count int, now time.Time) *Error {
 		"chutes-proxy's own daily quota stopped this request (not Chutes): %d of %d requests used today "+
 			"(limit [quota] daily_requests = %d). It frees up at 00:00 UTC, in %s. "+
 			"To allow more, raise daily_requests in proxy.toml, or set it to 0 to turn the cap off; the file reloads by itself.",
-		count, limit, limit, hoursMinutes(wait)))
+		count, limit, limit, human.Duration(wait)))
 	e.RetryAfter = wait
 	return e
-}
-
-// hoursMinutes renders a wait as "5h12m" or "12m", rounded up to the
-// minute so that "in 0m" never appears.
-func hoursMinutes(d time.Duration) string {
-	m := int64((d + time.Minute - 1) / time.Minute)
-	if m < 60 {
-		return fmt.Sprintf("%dm", max(m, 1))
-	}
-	return fmt.Sprintf("%dh%02dm", m/60, m%60)
 }

@@ -81,12 +81,9 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, st *state, info
 		return
 	}
 	if s.gate != nil {
-		if err := s.gate(r.Context()); err != nil {
-			var de *diagnose.Error
-			if errors.As(err, &de) {
-				s.writeError(w, r, st, info, de)
-				return
-			}
+		if de := s.gate(r.Context()); de != nil {
+			s.writeError(w, r, st, info, de)
+			return
 		}
 	}
 

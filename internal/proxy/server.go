@@ -38,7 +38,7 @@ type Options struct {
 	// Gate, when set, is asked before each upstream request of a chat,
 	// completion or embedding (the daily quota); a non-nil error is written
 	// as the response.
-	Gate func(ctx context.Context) error
+	Gate func(ctx context.Context) *diagnose.Error
 	// Done, when set, hears how each chat, completion or embedding request
 	// ended, once its response is over: the model that served ("" = none)
 	// and "served" or the error code (stream_interrupted, client_closed ...).
@@ -56,7 +56,7 @@ type Server struct {
 	catalog *catalog.Catalog
 	log     *slog.Logger
 	pages   http.Handler
-	gate    func(ctx context.Context) error
+	gate    func(ctx context.Context) *diagnose.Error
 	account func() string
 	done    func(served, outcome string)
 }

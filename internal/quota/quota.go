@@ -162,7 +162,7 @@ func (c *Counter) SetFile(file string) {
 // Gate answers a request with 429 daily_quota_exhausted when today's count
 // has reached the limit; it fits proxy.Options.Gate. Requests already in
 // flight may take the count slightly past the limit.
-func (c *Counter) Gate(context.Context) error {
+func (c *Counter) Gate(context.Context) *diagnose.Error {
 	now := c.now()
 	c.mu.Lock()
 	c.rollLocked(now)
