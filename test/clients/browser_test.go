@@ -104,7 +104,7 @@ func startBrowser(t *testing.T) context.Context {
 			if os.RemoveAll(dir) == nil {
 				return
 			}
-			time.Sleep(100 * time.Millisecond)
+			time.Sleep(100 * time.Millisecond) // the retry's period
 		}
 	})
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),

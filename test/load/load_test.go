@@ -169,9 +169,11 @@ func run(t *testing.T, s shape) {
 	srv.Close()
 	sim.Close()
 	up.Close()
+	// Poll, for up to 5 s, until the goroutines are back to the baseline;
+	// the report below gives the count either way.
 	after := runtime.NumGoroutine()
 	for i := 0; i < 100 && after > baseline; i++ {
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // the poll's period
 		after = runtime.NumGoroutine()
 	}
 
