@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -15,67 +14,73 @@ import (
 	"time"
 )
 
-// Client is the load generator's HTTP client: enough idle connections per
-// host that it never churns connections itself.
-type Client struct {
+// Request body sizes: a chat turn, and the large-body scenario's.
+const (
+	bodySize  = 1 << 10
+	largeSize = 1 << 20
+)
+
+// client is the load generator: enough idle connections per host that it
+// never churns connections itself.
+type client struct {
 	hc *http.Client
 	tr *http.Transport
 }
 
-// NewClient returns a client with up to 4096 connections per host kept warm.
-func NewClient() *Client {
+func newClient() *client {
 	tr := &http.Transport{
 		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
 		MaxIdleConns:        8192,
 		MaxIdleConnsPerHost: 4096,
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
-		ForceAttemptHTTP2:   false,
 	}
-	return &Client{hc: &http.Client{Transport: tr, Timeout: 2 * time.Minute}, tr: tr}
+	return &client{hc: &http.Client{Transport: tr, Timeout: 2 * time.Minute}, tr: tr}
 }
 
 // Close drops idle connections.
-func (c *Client) Close() { c.tr.CloseIdleConnections() }
+func (c *client) Close() { c.tr.CloseIdleConnections() }
 
-// reply is what one request got.
+// reply is what one request got: the proxy's headers that say who served it.
 type reply struct {
-	status   int
 	model    string // X-Chutes-Proxy-Model
 	attempts string // X-Chutes-Proxy-Attempts
 }
 
-// post sends body to url and reads the whole answer.
-func (c *Client) post(ctx context.Context, url string, body []byte) (reply, error) {
+// do sends body to url and returns the response with a 200 status.
+func (c *client) do(ctx context.Context, url string, body []byte) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
-		return reply{}, err
+		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := c.hc.Do(req)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return nil, fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return resp, err
+}
+
+// post sends body to url and reads the whole answer.
+func (c *client) post(ctx context.Context, url string, body []byte) (reply, error) {
+	resp, err := c.do(ctx, url, body)
 	if err != nil {
 		return reply{}, err
 	}
+	defer resp.Body.Close()
 	_, err = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	r := reply{status: resp.StatusCode, model: resp.Header.Get("X-Chutes-Proxy-Model"),
-		attempts: resp.Header.Get("X-Chutes-Proxy-Attempts")}
-	if err == nil && resp.StatusCode != http.StatusOK {
-		err = fmt.Errorf("status %d", resp.StatusCode)
-	}
-	return r, err
+	return reply{model: resp.Header.Get("X-Chutes-Proxy-Model"), attempts: resp.Header.Get("X-Chutes-Proxy-Attempts")}, err
 }
 
-// ChatBody is a chat request for model of about size bytes (the user
+// chatBody is a chat request for model of about size bytes (the user
 // message is padded), streaming or not.
-func ChatBody(model string, stream bool, size int) []byte {
+func chatBody(model string, stream bool, size int) []byte {
 	var b bytes.Buffer
 	b.WriteString(`{"model":"` + model + `","messages":[{"role":"system","content":"You are a helpful assistant in a group chat. Stay in character."},{"role":"user","content":"`)
-	pad := size - b.Len() - 80
-	for pad > 0 {
-		n := min(pad, 60)
-		b.WriteString("The quick brown fox jumps over the lazy dog again and again. "[:n])
-		pad -= n
+	for pad := size - b.Len() - 80; pad > 0; pad -= 60 {
+		b.WriteString("The quick brown fox jumps over the lazy dog again and again. "[:min(pad, 60)])
 	}
 	b.WriteString(`Hello!"}],"temperature":0.7,"max_tokens":256`)
 	if stream {
@@ -85,26 +90,42 @@ func ChatBody(model string, stream bool, size int) []byte {
 	return b.Bytes()
 }
 
-// Sample is one round's measurements of one target.
-type Sample struct {
-	N, Errors int
-	FirstErr  string
-	Elapsed   time.Duration
-	Lat       []time.Duration // sorted request latencies (stream: to the end)
-	Delay     []time.Duration // sorted per-event delays (stream)
-	Coalesced int             // events that arrived in the same read as the one before
-	Events    int
-	// CPU is the serving side's CPU time during the round, when known.
-	CPU     time.Duration
-	HaveCPU bool
+// streamQuery sets the shape of the simulator's fast streams.
+func streamQuery(events int, gap time.Duration) string {
+	return "?events=" + strconv.Itoa(events) + "&gap=" + gap.String()
 }
 
-// RPS is requests (or streams) per second.
-func (s *Sample) RPS() float64 {
-	if s.Elapsed <= 0 {
+// sample is one round's measurements of one target; also one worker's.
+type sample struct {
+	n, errs   int
+	firstErr  string
+	elapsed   time.Duration
+	lat       []time.Duration // sorted request latencies (stream: to the end)
+	delay     []time.Duration // sorted per-event delays (stream)
+	coalesced int             // events that arrived in the same read as the one before
+	events    int
+	cpu       time.Duration // the serving side's CPU time during the round
+	haveCPU   bool
+}
+
+func (s *sample) rps() float64 {
+	if s.elapsed <= 0 {
 		return 0
 	}
-	return float64(s.N) / s.Elapsed.Seconds()
+	return float64(s.n) / s.elapsed.Seconds()
+}
+
+// done records one request begun at t0: its latency, or its error.
+func (s *sample) done(t0 time.Time, err error) {
+	if err != nil {
+		s.errs++
+		if s.firstErr == "" {
+			s.firstErr = err.Error()
+		}
+		return
+	}
+	s.lat = append(s.lat, time.Since(t0))
+	s.n++
 }
 
 // pct is the nearest-rank percentile of sorted d.
@@ -116,69 +137,43 @@ func pct(d []time.Duration, p float64) time.Duration {
 	return d[min(max(i, 0), len(d)-1)]
 }
 
-type worker struct {
-	n, errs   int
-	firstErr  error
-	lat       []time.Duration
-	delay     []time.Duration
-	coalesced int
-	events    int
-}
-
-// done records one request begun at t0: its latency, or its error.
-func (w *worker) done(t0 time.Time, err error) {
-	if err != nil {
-		w.errs++
-		if w.firstErr == nil {
-			w.firstErr = err
-		}
-		return
+// workers runs n workers until each returns and merges their samples.
+func workers(n int, work func(w *sample)) sample {
+	ws := make([]sample, n)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range ws {
+		wg.Go(func() { work(&ws[i]) })
 	}
-	w.lat = append(w.lat, time.Since(t0))
-	w.n++
-}
-
-func merge(ws []*worker, elapsed time.Duration) Sample {
-	s := Sample{Elapsed: elapsed}
+	wg.Wait()
+	s := sample{elapsed: time.Since(start)}
 	for _, w := range ws {
-		s.N += w.n
-		s.Errors += w.errs
-		if w.firstErr != nil && s.FirstErr == "" {
-			s.FirstErr = w.firstErr.Error()
+		s.n += w.n
+		s.errs += w.errs
+		if s.firstErr == "" {
+			s.firstErr = w.firstErr
 		}
-		s.Lat = append(s.Lat, w.lat...)
-		s.Delay = append(s.Delay, w.delay...)
-		s.Coalesced += w.coalesced
-		s.Events += w.events
+		s.lat = append(s.lat, w.lat...)
+		s.delay = append(s.delay, w.delay...)
+		s.coalesced += w.coalesced
+		s.events += w.events
 	}
-	slices.Sort(s.Lat)
-	slices.Sort(s.Delay)
+	slices.Sort(s.lat)
+	slices.Sort(s.delay)
 	return s
 }
 
-// Plain runs clients closed-loop workers posting body to url for d (or
-// until each has sent count requests when count > 0).
-func (c *Client) Plain(ctx context.Context, url string, body []byte, clients int, d time.Duration, count int) Sample {
-	ws := make([]*worker, clients)
-	var wg sync.WaitGroup
-	start := time.Now()
-	deadline := start.Add(d)
-	for i := range ws {
-		w := &worker{lat: make([]time.Duration, 0, 4096)}
-		ws[i] = w
-		wg.Go(func() {
-			for ctx.Err() == nil {
-				if count > 0 && w.n+w.errs >= count || count <= 0 && !time.Now().Before(deadline) {
-					return
-				}
-				t0 := time.Now()
-				_, err := c.post(ctx, url, body)
-				w.done(t0, err)
-			}
-		})
-	}
-	wg.Wait()
-	return merge(ws, time.Since(start))
+// plain runs clients closed-loop workers posting body to url for d, or
+// until each has sent count requests when count > 0.
+func (c *client) plain(ctx context.Context, url string, body []byte, clients int, d time.Duration, count int) sample {
+	deadline := time.Now().Add(d)
+	return workers(clients, func(w *sample) {
+		for ctx.Err() == nil && (count > 0 && w.n+w.errs < count || count <= 0 && time.Now().Before(deadline)) {
+			t0 := time.Now()
+			_, err := c.post(ctx, url, body)
+			w.done(t0, err)
+		}
+	})
 }
 
 // countReader counts Read calls, to tell events that came in their own read
@@ -193,22 +188,26 @@ func (c *countReader) Read(p []byte) (int, error) {
 	return c.r.Read(p)
 }
 
-var errShortStream = errors.New("stream ended early")
-
-// readStream reads one SSE answer and notes each event's delay from its
+// stream opens one stream, calls opened once its headers are in (or it
+// failed), and reads it to the end, noting each event's delay from its
 // upstream stamp to the moment this reader has it.
-func readStream(body io.Reader, want int, w *worker) error {
-	cr := &countReader{r: body}
+func (c *client) stream(ctx context.Context, url string, body []byte, want int, w *sample, opened func()) error {
+	resp, err := c.do(ctx, url, body)
+	opened()
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	cr := &countReader{r: resp.Body}
 	br := bufio.NewReaderSize(cr, 64<<10)
 	lastRead, got, done := -1, 0, false
 	prefix := []byte(`data: {"t":`)
 	for {
 		line, err := br.ReadSlice('\n')
-		if bytes.HasPrefix(line, prefix) {
+		if rest, ok := bytes.CutPrefix(line, prefix); ok {
 			now := time.Now().UnixNano()
-			rest := line[len(prefix):]
 			if i := bytes.IndexByte(rest, ','); i > 0 {
-				if t, perr := strconv.ParseInt(string(rest[:i]), 10, 64); perr == nil {
+				if t, err := strconv.ParseInt(string(rest[:i]), 10, 64); err == nil {
 					w.delay = append(w.delay, time.Duration(now-t))
 				}
 			}
@@ -229,85 +228,39 @@ func readStream(body io.Reader, want int, w *worker) error {
 		}
 	}
 	if got < want || !done {
-		return fmt.Errorf("%w: %d of %d events, done=%v", errShortStream, got, want, done)
+		return fmt.Errorf("stream ended early: %d of %d events, done=%v", got, want, done)
 	}
 	return nil
 }
 
-// stream opens one stream and reads it to the end.
-func (c *Client) stream(ctx context.Context, url string, body []byte, events int, w *worker, opened func()) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "text/event-stream")
-	resp, err := c.hc.Do(req)
-	if opened != nil {
-		opened()
-	}
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		_, _ = io.Copy(io.Discard, resp.Body)
-		return fmt.Errorf("status %d", resp.StatusCode)
-	}
-	return readStream(resp.Body, events, w)
-}
-
-// Stream runs clients workers that open streams of events one after the
+// streams runs clients workers that open streams of events one after the
 // other for d.
-func (c *Client) Stream(ctx context.Context, url string, body []byte, events, clients int, d time.Duration) Sample {
-	ws := make([]*worker, clients)
-	var wg sync.WaitGroup
-	start := time.Now()
-	deadline := start.Add(d)
-	for i := range ws {
-		w := &worker{}
-		ws[i] = w
-		wg.Go(func() {
-			for ctx.Err() == nil && time.Now().Before(deadline) {
-				t0 := time.Now()
-				w.done(t0, c.stream(ctx, url, body, events, w, nil))
-			}
-		})
-	}
-	wg.Wait()
-	return merge(ws, time.Since(start))
+func (c *client) streams(ctx context.Context, url string, body []byte, events, clients int, d time.Duration) sample {
+	deadline := time.Now().Add(d)
+	return workers(clients, func(w *sample) {
+		for ctx.Err() == nil && time.Now().Before(deadline) {
+			t0 := time.Now()
+			w.done(t0, c.stream(ctx, url, body, events, w, func() {}))
+		}
+	})
 }
 
-// Concurrent opens n streams at once. Once every one of them has its
+// concurrent opens n streams at once. Once every one of them has its
 // response headers (or failed), atPeak is called while all are still open;
 // then they are read to the end.
-func (c *Client) Concurrent(ctx context.Context, url string, body []byte, events, n int, atPeak func()) Sample {
-	ws := make([]*worker, n)
-	var wg sync.WaitGroup
-	var openWG sync.WaitGroup
-	openWG.Add(n)
-	start := time.Now()
-	for i := range ws {
-		w := &worker{}
-		ws[i] = w
-		wg.Go(func() {
-			var once sync.Once
-			t0 := time.Now()
-			err := c.stream(ctx, url, body, events, w, func() { once.Do(openWG.Done) })
-			once.Do(openWG.Done)
-			if err != nil {
-				w.errs++
-				w.firstErr = err
-				return
-			}
-			w.lat = append(w.lat, time.Since(t0))
-			w.n++
-		})
-	}
-	openWG.Wait()
-	if atPeak != nil {
+func (c *client) concurrent(ctx context.Context, url string, body []byte, events, n int, atPeak func()) sample {
+	var open sync.WaitGroup
+	open.Add(n)
+	peaked := make(chan struct{})
+	go func() {
+		open.Wait()
 		atPeak()
-	}
-	wg.Wait()
-	return merge(ws, time.Since(start))
+		close(peaked)
+	}()
+	s := workers(n, func(w *sample) {
+		t0 := time.Now()
+		w.done(t0, c.stream(ctx, url, body, events, w, open.Done))
+	})
+	<-peaked
+	return s
 }

@@ -1,34 +1,37 @@
+// Package bench measures what chutes-proxy costs. It serves the simulator's
+// fast path (simulator.Bench) on loopback, puts chutes-proxy (in-process, or
+// the built binary) and the comparisons in front of it, and drives the same
+// load through each and directly, round after round, so that every figure
+// is a ratio or a difference taken in one run on one machine.
+// cmd/chutes-bench is its command line; docs/BENCHMARKS.md has the method.
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"runtime"
-	"runtime/pprof"
 	"slices"
 	"time"
 )
 
-// Options bound a run. The defaults (see cmd/chutes-bench) keep a whole run
-// under two minutes.
+// Options bound a run; Defaults gives the command's.
 type Options struct {
 	Binary     string   // chutes-proxy binary to run; "" = in-process
 	BinaryEnv  []string // extra KEY=VALUE for the binary, e.g. GOMAXPROCS=1
-	FakeListen string   // address of the fake upstream; "" = 127.0.0.1:0
-	WithBare   bool     // add a bare httputil.ReverseProxy
-	WithTuned  bool     // add one with chutes-proxy's idle-connection pool
-	WithRelay  bool     // add a Go TCP relay: no HTTP, the floor of a Go proxy
-	Externals  []*Target
-	Only       map[string]bool // scenarios to run; empty = all
+	FakeListen string   // the simulator's address; "" = a free loopback port
+	// WithBare, WithTuned and WithRelay add the Bare, BareTuned and
+	// TCPRelay comparisons.
+	WithBare, WithTuned, WithRelay bool
+	Externals                      []*Target       // proxies someone else runs in front of FakeListen
+	Only                           map[string]bool // scenarios to run; empty = all
 
 	Rounds   int
 	Duration time.Duration // per round and target, plain scenarios
-	Clients  int           // the plain-many scenario's clients (16)
-	BodySize int           // plain request body bytes
+	Clients  int           // the plain16 scenario's clients
 
 	StreamClients  int
 	StreamDuration time.Duration
@@ -36,147 +39,122 @@ type Options struct {
 	Gap            time.Duration
 
 	FailoverCount int // requests per round and leg, failover scenarios
+	LargeCount    int // 1 MB requests per round
 
-	LargeBodyMB int
-	LargeCount  int
-
-	Concurrent       int
+	Concurrent       int // streams open at once
 	ConcurrentEvents int
-	ConcurrentGap    time.Duration
+	// ConcurrentGap must let the streams outlive the time it takes to open
+	// them all.
+	ConcurrentGap time.Duration
 
-	Startups int
+	Startups int // start-ups of the binary to time
 
-	CPUProfile  string
+	CPUProfile  string // with Binary: a CPU profile of it under the plain16 load
 	ProfileTime time.Duration
 
 	Out io.Writer // the report (markdown)
-	Log io.Writer // progress
+	Log io.Writer // progress; nil = none
 }
 
-// Scenario names, for --only.
+// Defaults keep a whole run under two minutes.
+func Defaults() Options {
+	return Options{
+		Rounds: 3, Duration: 2 * time.Second, Clients: 16,
+		StreamClients: 4, StreamDuration: 2 * time.Second, Events: 20, Gap: 2 * time.Millisecond,
+		FailoverCount: 300, LargeCount: 30,
+		Concurrent: 1000, ConcurrentEvents: 20, ConcurrentGap: 150 * time.Millisecond,
+		Startups: 5, ProfileTime: 5 * time.Second,
+	}
+}
+
+// Scenarios are the names Options.Only takes.
 var Scenarios = []string{"plain16", "plain1", "stream", "refused", "breaker", "largebody", "concurrent", "startup"}
 
 func (o *Options) on(name string) bool { return len(o.Only) == 0 || o.Only[name] }
 
+func (o *Options) check() error {
+	for s := range o.Only {
+		if !slices.Contains(Scenarios, s) {
+			return fmt.Errorf("unknown scenario %q (known: %v)", s, Scenarios)
+		}
+	}
+	if min(o.Rounds, o.Clients, o.StreamClients, o.Events, o.FailoverCount, o.LargeCount, o.Concurrent, o.ConcurrentEvents) < 1 {
+		return errors.New("counts must be at least 1")
+	}
+	if o.CPUProfile != "" && o.Binary == "" {
+		return errors.New("a CPU profile needs --binary")
+	}
+	return nil
+}
+
 type runner struct {
 	o       *Options
 	ctx     context.Context
-	c       *Client
-	up      *Upstream
+	c       *client
+	up      *upstream
 	chutes  *Target
-	targets []*Target // direct first, then chutes, bare, externals
+	targets []*Target // direct, chutes-proxy, then the comparisons
 	res     results
 }
 
-// results are the figures the targets table is made of.
+// results are what the report is made of.
 type results struct {
-	mode                    string
 	plain16, plain1, stream map[string]*Agg
 	refused, breaker        *Agg
-	breakerVsDirect         *Agg
 	breakerVsAlias          *Agg
-	refusedCalls, deadCalls int64
+	refusedCalls, deadCalls int
 	refusedReqs             int
-	largeAlloc              float64 // bytes allocated by the proxy per large request
-	largeBody               int
-	largeAdded              time.Duration
-	largeErr                string
+	large                   *Agg
+	largeAlloc              float64 // bytes the binary allocated per large request; 0 = unknown
 	conc                    map[string]*Agg
-	concHeap, concStack     float64 // per stream
-	concRSS                 float64 // per stream, binary only
+	concHeap, concStack     float64 // per stream, 0 = unknown
+	concRSS                 float64
 	peakRSS, idleRSS        uint64
-	idleRSSs                []uint64
-	startup                 time.Duration
 	startups                []time.Duration
-	haveHeap                bool
-	profile                 string
 }
 
-// Run runs every scenario and writes the report.
+// Run runs the scenarios and writes the report.
 func Run(ctx context.Context, o Options) error {
-	r := &runner{o: &o, ctx: ctx, c: NewClient()}
+	if err := o.check(); err != nil {
+		return err
+	}
+	r := &runner{o: &o, ctx: ctx, c: newClient()}
 	defer r.c.Close()
-	up, err := StartUpstream(cmpOr(o.FakeListen, "127.0.0.1:0"))
+	up, err := startUpstream(cmp.Or(o.FakeListen, "127.0.0.1:0"))
 	if err != nil {
-		return fmt.Errorf("the fake upstream: %w", err)
+		return fmt.Errorf("the simulator: %w", err)
 	}
 	defer up.Close()
 	r.up = up
-	r.logf("fake upstream on %s", up.URL)
-
+	r.logf("simulator on %s", up.URL)
 	dir, err := os.MkdirTemp("", "chutes-bench-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
 
-	direct := &Target{Name: "direct", Kind: KindDirect, URL: up.URL}
 	if o.Binary != "" {
-		bin, err := NewBinary(o.Binary, dir)
-		if err != nil {
-			return err
-		}
-		bin.Env = o.BinaryEnv
-		if o.on("startup") && o.Startups > 0 {
-			for range o.Startups {
-				t, d, err := bin.Start(up.URL)
-				if err != nil {
-					return err
-				}
-				time.Sleep(100 * time.Millisecond)
-				if m, err := t.Mem(false); err == nil {
-					r.res.idleRSSs = append(r.res.idleRSSs, m.RSS)
-				}
-				t.Close()
-				r.res.startups = append(r.res.startups, d)
-			}
-			r.res.startup = median(r.res.startups)
-		}
-		t, d, err := bin.Start(up.URL)
-		if err != nil {
-			return err
-		}
-		defer t.Close()
-		r.chutes = t
-		r.res.mode = "binary " + o.Binary
-		if len(r.res.startups) == 0 {
-			r.res.startups = []time.Duration{d}
-			r.res.startup = d
-		}
-		time.Sleep(100 * time.Millisecond)
-		if m, err := t.Mem(false); err == nil {
-			r.res.idleRSSs = append(r.res.idleRSSs, m.RSS)
-		}
-		r.res.idleRSS = median(r.res.idleRSSs)
-		r.logf("chutes-proxy binary pid %d on %s (listening %s after exec; pprof %q)", t.PID, t.URL, d.Round(time.Microsecond), t.PprofAddr)
+		r.chutes, err = r.startBinary(dir)
 	} else {
-		t, err := StartInProcess(dir, up.URL)
-		if err != nil {
-			return err
-		}
-		defer t.Close()
-		r.chutes = t
-		r.res.mode = "in-process"
-		r.logf("chutes-proxy in-process on %s", t.URL)
+		r.chutes, err = startInProcess(dir, up.URL)
 	}
-	r.targets = []*Target{direct, r.chutes}
+	if err != nil {
+		return err
+	}
+	defer r.chutes.Close()
+	r.targets = []*Target{{Name: "direct", URL: up.URL}, r.chutes}
 	for _, v := range []struct {
-		variant string
-		on      bool
+		name string
+		on   bool
 	}{{Bare, o.WithBare}, {BareTuned, o.WithTuned}, {TCPRelay, o.WithRelay}} {
-		if !v.on {
-			continue
+		if v.on {
+			t, err := startBare(up.URL, v.name, o.Binary != "")
+			if err != nil {
+				return err
+			}
+			defer t.Close()
+			r.targets = append(r.targets, t)
 		}
-		start := StartBare
-		if o.Binary != "" {
-			start = StartBareProcess
-		}
-		b, err := start(up.URL, v.variant)
-		if err != nil {
-			return err
-		}
-		defer b.Close()
-		r.targets = append(r.targets, b)
 	}
 	r.targets = append(r.targets, o.Externals...)
 	if err := r.check(); err != nil {
@@ -184,15 +162,14 @@ func Run(ctx context.Context, o Options) error {
 	}
 
 	started := time.Now()
-	steps := []struct {
+	for _, s := range []struct {
 		name string
 		f    func() error
 	}{
 		{"plain16", r.plain16}, {"plain1", r.plain1}, {"stream", r.streamScenario},
 		{"refused", r.refusedScenario}, {"breaker", r.breakerScenario},
 		{"largebody", r.largeBody}, {"concurrent", r.concurrent},
-	}
-	for _, s := range steps {
+	} {
 		if !o.on(s.name) {
 			continue
 		}
@@ -212,17 +189,43 @@ func Run(ctx context.Context, o Options) error {
 	return nil
 }
 
+// startBinary starts the binary Startups times (once when the startup
+// scenario is off), timing each start and reading its idle RSS, and keeps
+// the last one running.
+func (r *runner) startBinary(dir string) (*Target, error) {
+	b, err := newBinary(r.o.Binary, r.o.BinaryEnv, dir, r.up.URL)
+	if err != nil {
+		return nil, err
+	}
+	n := 1
+	if r.o.on("startup") {
+		n = max(r.o.Startups, 1)
+	}
+	var rss []uint64
+	for i := 0; ; i++ {
+		t, d, err := b.start()
+		if err != nil {
+			return nil, err
+		}
+		r.res.startups = append(r.res.startups, d)
+		// The idle figure is after start-up, not during it.
+		time.Sleep(100 * time.Millisecond)
+		if m, err := t.Mem(false); err == nil {
+			rss = append(rss, m.RSS)
+		}
+		if i == n-1 {
+			r.res.idleRSS = median(rss)
+			r.logf("chutes-proxy binary pid %d on %s (listening %s after exec)", t.PID, t.URL, d.Round(time.Microsecond))
+			return t, nil
+		}
+		t.Close()
+	}
+}
+
 func (r *runner) logf(format string, args ...any) {
 	if r.o.Log != nil {
 		fmt.Fprintf(r.o.Log, "chutes-bench: "+format+"\n", args...)
 	}
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 func chatURL(t *Target) string { return t.URL + "/v1/chat/completions" }
@@ -230,7 +233,7 @@ func chatURL(t *Target) string { return t.URL + "/v1/chat/completions" }
 // check sends one request through every target, so that a misconfigured
 // external proxy fails the run at once with a clear message.
 func (r *runner) check() error {
-	body := ChatBody(ModelOK, false, 512)
+	body := chatBody(ModelOK, false, 512)
 	for _, t := range r.targets {
 		ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
 		_, err := r.c.post(ctx, chatURL(t), body)
@@ -246,16 +249,16 @@ func (r *runner) check() error {
 type leg struct {
 	name string
 	t    *Target
-	run  func() Sample
+	run  func() sample
 }
 
-// rounds runs every leg once per round, alternating the order (direct
-// first, then last), after one short warm-up each. It returns the samples
-// by leg name, in round order.
-func (r *runner) rounds(legs []leg, warm func(l leg)) map[string][]Sample {
-	out := map[string][]Sample{}
-	if warm != nil {
-		for _, l := range legs {
+// rounds warms every leg up with warm, unless nil, then runs each once per
+// round, alternating the order (direct first, then last), and returns the
+// samples by leg name in round order.
+func (r *runner) rounds(legs []leg, warm func(l leg)) map[string][]sample {
+	out := map[string][]sample{}
+	for _, l := range legs {
+		if warm != nil {
 			warm(l)
 		}
 	}
@@ -285,46 +288,42 @@ type Agg struct {
 	EvP50, EvP99         time.Duration
 	AddEvP50, AddEvP99   time.Duration
 	N, Errors, Coalesced int
+	Events               int
 	// CPUPerReq and CPUPerEvent are the serving side's CPU time per request
 	// (stream) and per event, 0 when unknown.
 	CPUPerReq, CPUPerEvent time.Duration
-	Events                 int
 	FirstErr               string
 	base                   bool
 }
 
-func aggregate(name string, s, base []Sample) *Agg {
+func aggregate(name string, s, base []sample) *Agg {
 	a := &Agg{Name: name}
 	var rps, ratio []float64
 	var p50, p99, ap50, ap99, e50, e99, ae50, ae99, cpr, cpe []time.Duration
 	for i, x := range s {
-		if x.HaveCPU && x.N > 0 {
-			cpr = append(cpr, x.CPU/time.Duration(x.N))
-			if x.Events > 0 {
-				cpe = append(cpe, x.CPU/time.Duration(x.Events))
+		if x.haveCPU && x.n > 0 {
+			cpr = append(cpr, x.cpu/time.Duration(x.n))
+			if x.events > 0 {
+				cpe = append(cpe, x.cpu/time.Duration(x.events))
 			}
 		}
-		a.N += x.N
-		a.Errors += x.Errors
-		a.Coalesced += x.Coalesced
-		a.Events += x.Events
-		if a.FirstErr == "" {
-			a.FirstErr = x.FirstErr
-		}
-		rps = append(rps, x.RPS())
-		p50 = append(p50, pct(x.Lat, 50))
-		p99 = append(p99, pct(x.Lat, 99))
-		e50 = append(e50, pct(x.Delay, 50))
-		e99 = append(e99, pct(x.Delay, 99))
+		a.N += x.n
+		a.Errors += x.errs
+		a.Coalesced += x.coalesced
+		a.Events += x.events
+		a.FirstErr = cmp.Or(a.FirstErr, x.firstErr)
+		rps = append(rps, x.rps())
+		p50, p99 = append(p50, pct(x.lat, 50)), append(p99, pct(x.lat, 99))
+		e50, e99 = append(e50, pct(x.delay, 50)), append(e99, pct(x.delay, 99))
 		if i < len(base) {
 			b := base[i]
-			if b.RPS() > 0 {
-				ratio = append(ratio, x.RPS()/b.RPS())
+			if b.rps() > 0 {
+				ratio = append(ratio, x.rps()/b.rps())
 			}
-			ap50 = append(ap50, pct(x.Lat, 50)-pct(b.Lat, 50))
-			ap99 = append(ap99, pct(x.Lat, 99)-pct(b.Lat, 99))
-			ae50 = append(ae50, pct(x.Delay, 50)-pct(b.Delay, 50))
-			ae99 = append(ae99, pct(x.Delay, 99)-pct(b.Delay, 99))
+			ap50 = append(ap50, pct(x.lat, 50)-pct(b.lat, 50))
+			ap99 = append(ap99, pct(x.lat, 99)-pct(b.lat, 99))
+			ae50 = append(ae50, pct(x.delay, 50)-pct(b.delay, 50))
+			ae99 = append(ae99, pct(x.delay, 99)-pct(b.delay, 99))
 		}
 	}
 	a.RPS, a.Ratio = median(rps), median(ratio)
@@ -350,42 +349,41 @@ func median[T time.Duration | float64 | uint64](xs []T) T {
 	return xs[len(xs)/2-1]/2 + xs[len(xs)/2]/2
 }
 
-// targetLegs makes one leg per target with run(t).
-func (r *runner) targetLegs(run func(t *Target) Sample) []leg {
+// targetScenario runs run(t) against every target, each round measuring
+// the target's CPU time, and aggregates against direct.
+func (r *runner) targetScenario(run func(t *Target, warm bool) sample) map[string]*Agg {
 	var legs []leg
 	for _, t := range r.targets {
-		legs = append(legs, leg{name: t.Name, t: t, run: func() Sample {
+		legs = append(legs, leg{name: t.Name, t: t, run: func() sample {
 			c0, ok0 := procCPU(t.CPUPIDs)
-			s := run(t)
+			s := run(t, false)
 			c1, ok1 := procCPU(t.CPUPIDs)
-			s.CPU, s.HaveCPU = c1-c0, ok0 && ok1
+			s.cpu, s.haveCPU = c1-c0, ok0 && ok1
 			return s
 		}})
 	}
-	return legs
-}
-
-func (r *runner) aggregateAll(legs []leg, got map[string][]Sample, base string) map[string]*Agg {
+	got := r.rounds(legs, func(l leg) { run(l.t, true) })
 	out := map[string]*Agg{}
 	for _, l := range legs {
-		a := aggregate(l.name, got[l.name], got[base])
-		a.base = l.name == base
-		out[l.name] = a
+		out[l.name] = aggregate(l.name, got[l.name], got["direct"])
+		out[l.name].base = l.name == "direct"
 	}
 	return out
 }
 
-func (r *runner) plainScenario(clients int) map[string]*Agg {
-	body := ChatBody(ModelOK, false, r.o.BodySize)
-	legs := r.targetLegs(func(t *Target) Sample {
-		return r.c.Plain(r.ctx, chatURL(t), body, clients, r.o.Duration, 0)
+func (r *runner) plain(clients int) map[string]*Agg {
+	body := chatBody(ModelOK, false, bodySize)
+	return r.targetScenario(func(t *Target, warm bool) sample {
+		d := r.o.Duration
+		if warm {
+			d = 300 * time.Millisecond
+		}
+		return r.c.plain(r.ctx, chatURL(t), body, clients, d, 0)
 	})
-	got := r.rounds(legs, func(l leg) { r.c.Plain(r.ctx, chatURL(l.t), body, clients, 300*time.Millisecond, 0) })
-	return r.aggregateAll(legs, got, "direct")
 }
 
 func (r *runner) plain16() error {
-	r.res.plain16 = r.plainScenario(r.o.Clients)
+	r.res.plain16 = r.plain(r.o.Clients)
 	if r.o.CPUProfile != "" {
 		return r.profile()
 	}
@@ -393,107 +391,94 @@ func (r *runner) plain16() error {
 }
 
 func (r *runner) plain1() error {
-	r.res.plain1 = r.plainScenario(1)
+	r.res.plain1 = r.plain(1)
 	return nil
 }
 
-// profile takes a CPU profile of the proxy under the plain 16-client load:
-// from the binary's own --pprof, or of this whole process when in-process
-// (client and fake upstream included; focus on proxy frames).
+// profile takes a CPU profile of the binary under the plain16 load from its
+// own serve --pprof.
 func (r *runner) profile() error {
-	body := ChatBody(ModelOK, false, r.o.BodySize)
-	d := r.o.ProfileTime
+	if r.chutes.PprofAddr == "" {
+		return errors.New("--cpuprofile needs a binary with serve --pprof")
+	}
 	f, err := os.Create(r.o.CPUProfile)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	if r.chutes.PID != 0 {
-		if r.chutes.PprofAddr == "" {
-			return errors.New("--cpuprofile with --binary needs a binary with serve --pprof")
+	d := r.o.ProfileTime
+	errc := make(chan error, 1)
+	go func() {
+		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", r.chutes.PprofAddr, int(d.Seconds())))
+		if err == nil {
+			_, err = io.Copy(f, resp.Body)
+			resp.Body.Close()
 		}
-		errc := make(chan error, 1)
-		go func() {
-			resp, err := http.Get(cpuProfileURL(r.chutes.PprofAddr, d))
-			if err == nil {
-				_, err = io.Copy(f, resp.Body)
-				resp.Body.Close()
-			}
-			errc <- err
-		}()
-		r.c.Plain(r.ctx, chatURL(r.chutes), body, r.o.Clients, d+500*time.Millisecond, 0)
-		if err := <-errc; err != nil {
-			return err
-		}
-		r.res.profile = "binary's /debug/pprof/profile, " + d.String()
-	} else {
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		r.c.Plain(r.ctx, chatURL(r.chutes), body, r.o.Clients, d, 0)
-		pprof.StopCPUProfile()
-		r.res.profile = "whole bench process (in-process proxy), " + d.String()
+		errc <- err
+	}()
+	r.c.plain(r.ctx, chatURL(r.chutes), chatBody(ModelOK, false, bodySize), r.o.Clients, d+500*time.Millisecond, 0)
+	if err := <-errc; err != nil {
+		return err
 	}
-	r.logf("CPU profile written to %s", r.o.CPUProfile)
+	r.logf("CPU profile of %s written to %s", d, r.o.CPUProfile)
 	return nil
 }
 
 func (r *runner) streamScenario() error {
-	body := ChatBody(ModelOK, true, r.o.BodySize)
-	q := StreamQuery(r.o.Events, r.o.Gap)
-	legs := r.targetLegs(func(t *Target) Sample {
-		return r.c.Stream(r.ctx, chatURL(t)+q, body, r.o.Events, r.o.StreamClients, r.o.StreamDuration)
+	body := chatBody(ModelOK, true, bodySize)
+	q := streamQuery(r.o.Events, r.o.Gap)
+	r.res.stream = r.targetScenario(func(t *Target, warm bool) sample {
+		d := r.o.StreamDuration
+		if warm {
+			d = 200 * time.Millisecond
+		}
+		return r.c.streams(r.ctx, chatURL(t)+q, body, r.o.Events, r.o.StreamClients, d)
 	})
-	got := r.rounds(legs, func(l leg) {
-		r.c.Stream(r.ctx, chatURL(l.t)+q, body, r.o.Events, r.o.StreamClients, 200*time.Millisecond)
-	})
-	r.res.stream = r.aggregateAll(legs, got, "direct")
 	return nil
 }
 
 // failoverLegs compares a request whose first model fails, through the
-// proxy, with the second model served directly and through the proxy.
-func (r *runner) failoverLegs(first string) ([]leg, string) {
-	backupBody, firstBody := ChatBody(ModelBackup, false, r.o.BodySize), ChatBody(first, false, r.o.BodySize)
-	n := r.o.FailoverCount
-	legs := []leg{
-		{name: "direct " + ModelBackup, t: r.targets[0], run: func() Sample {
-			return r.c.Plain(r.ctx, chatURL(r.targets[0]), backupBody, 1, 0, n)
-		}},
-		{name: "proxied " + ModelBackup, t: r.chutes, run: func() Sample {
-			return r.c.Plain(r.ctx, chatURL(r.chutes), backupBody, 1, 0, n)
-		}},
-		{name: "proxied " + first, t: r.chutes, run: func() Sample {
-			return r.c.Plain(r.ctx, chatURL(r.chutes), firstBody, 1, 0, n)
-		}},
+// proxy, with the second model served directly and through the proxy, and
+// with more legs for the models in extra, through the proxy.
+func (r *runner) failoverLegs(first string, extra ...string) []leg {
+	one := func(name string, t *Target, model string) leg {
+		body := chatBody(model, false, bodySize)
+		return leg{name: name + model, t: t, run: func() sample {
+			return r.c.plain(r.ctx, chatURL(t), body, 1, 0, r.o.FailoverCount)
+		}}
 	}
-	return legs, "proxied " + first
+	legs := []leg{one("direct ", r.targets[0], ModelBackup), one("proxied ", r.chutes, ModelBackup), one("proxied ", r.chutes, first)}
+	for _, m := range extra {
+		legs = append(legs, one("proxied ", r.chutes, m))
+	}
+	return legs
 }
 
-// warmLeg runs a failover leg once before measuring.
-func (r *runner) warmLeg(l leg) { l.run() }
+// warm runs each leg once, before its upstream calls are counted.
+func warm(legs []leg) {
+	for _, l := range legs {
+		l.run()
+	}
+}
 
 func (r *runner) refusedScenario() error {
 	// One request first: it must be served by the backup after 2 attempts.
-	rep, err := r.c.post(r.ctx, chatURL(r.chutes), ChatBody(ModelRefused, false, r.o.BodySize))
+	rep, err := r.c.post(r.ctx, chatURL(r.chutes), chatBody(ModelRefused, false, bodySize))
 	if err != nil {
 		return fmt.Errorf("a request for %s through the proxy: %w", ModelRefused, err)
 	}
 	if rep.model != ModelBackup || rep.attempts != "2" {
 		return fmt.Errorf("a request for %s was served by %q after %s attempts; want %s after 2", ModelRefused, rep.model, rep.attempts, ModelBackup)
 	}
-	legs, name := r.failoverLegs(ModelRefused)
-	for _, l := range legs {
-		r.warmLeg(l)
-	}
-	before := r.up.Refused()
+	legs := r.failoverLegs(ModelRefused)
+	warm(legs)
+	before := r.up.Requests(ModelRefused)
 	got := r.rounds(legs, nil)
-	r.res.refusedCalls = r.up.Refused() - before
-	for _, s := range got[name] {
-		r.res.refusedReqs += s.N + s.Errors
+	r.res.refusedCalls = r.up.Requests(ModelRefused) - before
+	for _, s := range got[legs[2].name] {
+		r.res.refusedReqs += s.n + s.errs
 	}
-	r.res.refused = aggregate(name, got[name], got[legs[0].name])
-	r.res.refused.Name = "vs direct " + ModelBackup
+	r.res.refused = aggregate("vs direct "+ModelBackup, got[legs[2].name], got[legs[0].name])
 	return nil
 }
 
@@ -501,33 +486,23 @@ func (r *runner) breakerScenario() error {
 	if err := r.openBreaker(); err != nil {
 		return err
 	}
-	legs, name := r.failoverLegs(ModelDead)
-	// The skip's own cost, apart from the body rewrite that every
-	// fallback pays: the backup asked for by an alias is rewritten too.
-	aliasBody := ChatBody(AliasBackup, false, r.o.BodySize)
-	aliasLeg := "proxied " + AliasBackup
-	legs = append(legs, leg{name: aliasLeg, t: r.chutes, run: func() Sample {
-		return r.c.Plain(r.ctx, chatURL(r.chutes), aliasBody, 1, 0, r.o.FailoverCount)
-	}})
-	for _, l := range legs {
-		r.warmLeg(l)
-	}
-	before := r.up.Dead()
+	// The skip's own cost, apart from the body rewrite that every fallback
+	// pays: the backup asked for by an alias is rewritten too.
+	legs := r.failoverLegs(ModelDead, AliasBackup)
+	warm(legs)
+	before := r.up.Requests(ModelDead)
 	got := r.rounds(legs, nil)
-	r.res.deadCalls = r.up.Dead() - before
-	r.res.breakerVsAlias = aggregate(name, got[name], got[aliasLeg])
-	r.res.breakerVsAlias.Name = "vs proxied " + AliasBackup + " (rewritten, no skip)"
-	r.res.breaker = aggregate(name, got[name], got[legs[1].name])
-	r.res.breaker.Name = "vs proxied " + ModelBackup
-	r.res.breakerVsDirect = aggregate(name, got[name], got[legs[0].name])
-	r.res.breakerVsDirect.Name = "vs direct " + ModelBackup
+	r.res.deadCalls = r.up.Requests(ModelDead) - before
+	dead := got[legs[2].name]
+	r.res.breaker = aggregate("vs proxied "+ModelBackup, dead, got[legs[1].name])
+	r.res.breakerVsAlias = aggregate("vs proxied "+AliasBackup+" (rewritten, no skip)", dead, got[legs[3].name])
 	return nil
 }
 
 // openBreaker sends requests for ModelDead until the proxy answers them
 // with one upstream attempt: the dead model's breaker is open.
 func (r *runner) openBreaker() error {
-	body := ChatBody(ModelDead, false, r.o.BodySize)
+	body := chatBody(ModelDead, false, bodySize)
 	for range 20 {
 		rep, err := r.c.post(r.ctx, chatURL(r.chutes), body)
 		if err != nil {
@@ -540,98 +515,61 @@ func (r *runner) openBreaker() error {
 	return fmt.Errorf("the breaker of %s did not open after 20 requests", ModelDead)
 }
 
-// largeBody sends a large body whose model is rewritten (ModelDead's
-// breaker is open, so the body goes to the backup with the model replaced)
-// and measures what the proxy allocates per request.
+// largeBody sends 1 MB bodies whose model is rewritten (ModelDead's breaker
+// is open, so they go to the backup with the model replaced) and reads what
+// the binary allocates per request.
 func (r *runner) largeBody() error {
 	if err := r.openBreaker(); err != nil {
 		return err
 	}
-	size := r.o.LargeBodyMB << 20
-	r.res.largeBody = size
-	rewrite, direct := ChatBody(ModelDead, false, size), ChatBody(ModelBackup, false, size)
+	rewrite, direct := chatBody(ModelDead, false, largeSize), chatBody(ModelBackup, false, largeSize)
 	n := r.o.LargeCount
-	mem := r.chutes.Mem
-	perReq := func(f func() Sample) (Sample, float64) {
-		m0, _ := mem(false)
-		s := f()
-		m1, _ := mem(false)
-		if s.N == 0 || !m0.HaveHeap {
-			return s, -1
-		}
-		return s, float64(m1.TotalAlloc-m0.TotalAlloc) / float64(s.N)
-	}
-	var dAlloc, pAlloc []float64
-	var ds, ps []Sample
+	var ds, ps []sample
+	var allocs []float64
 	for range r.o.Rounds {
-		s, a := perReq(func() Sample { return r.c.Plain(r.ctx, chatURL(r.targets[0]), direct, 1, 0, n) })
-		ds, dAlloc = append(ds, s), append(dAlloc, a)
-		s, a = perReq(func() Sample { return r.c.Plain(r.ctx, chatURL(r.chutes), rewrite, 1, 0, n) })
-		ps, pAlloc = append(ps, s), append(pAlloc, a)
+		ds = append(ds, r.c.plain(r.ctx, chatURL(r.targets[0]), direct, 1, 0, n))
+		m0, err0 := r.chutes.Mem(false)
+		s := r.c.plain(r.ctx, chatURL(r.chutes), rewrite, 1, 0, n)
+		m1, err1 := r.chutes.Mem(false)
+		ps = append(ps, s)
+		if err0 == nil && err1 == nil && m1.HaveHeap && s.n > 0 {
+			allocs = append(allocs, float64(m1.TotalAlloc-m0.TotalAlloc)/float64(s.n))
+		}
 	}
-	a := aggregate("large", ps, ds)
-	r.res.largeAdded = a.AddP50
-	if a.Errors > 0 {
-		r.res.largeErr = fmt.Sprintf("%d errors: %s", a.Errors, a.FirstErr)
-	}
-	switch {
-	case median(pAlloc) < 0:
-		r.res.largeAlloc = -1
-	case r.chutes.PID == 0:
-		// In-process, TotalAlloc counts the client and the fake upstream
-		// too: the direct leg's share is theirs.
-		r.res.largeAlloc = median(pAlloc) - median(dAlloc)
-	default:
-		r.res.largeAlloc = median(pAlloc)
-	}
+	r.res.large = aggregate("large", ps, ds)
+	r.res.largeAlloc = median(allocs)
 	return nil
 }
 
 // concurrent opens Concurrent streams at once through each target and
-// reads the proxy's memory while all of them are open.
+// reads the binary's memory while all of them are open.
 func (r *runner) concurrent() error {
-	body := ChatBody(ModelOK, true, r.o.BodySize)
-	q := StreamQuery(r.o.ConcurrentEvents, r.o.ConcurrentGap)
+	body := chatBody(ModelOK, true, bodySize)
+	q := streamQuery(r.o.ConcurrentEvents, r.o.ConcurrentGap)
 	n := r.o.Concurrent
 	r.res.conc = map[string]*Agg{}
-	type delta struct{ heap, stack, rss float64 }
-	deltas := map[string]delta{}
 	for _, t := range r.targets {
 		var before, peak Mem
-		var ok bool
-		measure := t.Kind == KindDirect || t.Kind == KindChutes
-		if measure {
-			before, _ = r.chutes.Mem(true)
+		var err0, err1 error
+		if t == r.chutes {
+			before, err0 = t.Mem(true)
 		}
-		s := r.c.Concurrent(r.ctx, chatURL(t)+q, body, r.o.ConcurrentEvents, n, func() {
-			if measure {
-				var err error
-				peak, err = r.chutes.Mem(true)
-				ok = err == nil
+		s := r.c.concurrent(r.ctx, chatURL(t)+q, body, r.o.ConcurrentEvents, n, func() {
+			if t == r.chutes && err0 == nil {
+				peak, err1 = t.Mem(true)
 			}
 		})
 		r.c.Close()
-		if ok {
-			deltas[t.Name] = delta{
-				heap:  (float64(peak.HeapAlloc) - float64(before.HeapAlloc)) / float64(n),
-				stack: (float64(peak.StackInuse) - float64(before.StackInuse)) / float64(n),
-				rss:   (float64(peak.RSS) - float64(before.RSS)) / float64(n),
+		if t == r.chutes && err0 == nil && err1 == nil {
+			r.res.concRSS = (float64(peak.RSS) - float64(before.RSS)) / float64(n)
+			if peak.HaveHeap {
+				r.res.concHeap = (float64(peak.HeapAlloc) - float64(before.HeapAlloc)) / float64(n)
+				r.res.concStack = (float64(peak.StackInuse) - float64(before.StackInuse)) / float64(n)
 			}
-			r.res.haveHeap = peak.HaveHeap
 		}
-		a := aggregate(t.Name, []Sample{s}, nil)
+		a := aggregate(t.Name, []sample{s}, nil)
 		r.res.conc[t.Name] = a
 		r.logf("  %d streams via %s: %d ok, %d errors %s", n, t.Name, a.N, a.Errors, a.FirstErr)
 	}
-	p, d := deltas[r.chutes.Name], deltas["direct"]
-	if r.chutes.PID == 0 {
-		// In-process the readings cover the client and the fake too.
-		r.res.concHeap, r.res.concStack = p.heap-d.heap, p.stack-d.stack
-	} else {
-		r.res.concHeap, r.res.concStack, r.res.concRSS = p.heap, p.stack, p.rss
-	}
-	// Leave the fake's and the client's goroutines time to end.
-	time.Sleep(100 * time.Millisecond)
-	runtime.GC()
 	return nil
 }

@@ -1,8 +1,10 @@
 package bench
 
 import (
+	"bufio"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -103,4 +105,64 @@ func listenerPIDs(addr string) ([]int, error) {
 		return nil, fmt.Errorf("cannot see which process listens on %s", addr)
 	}
 	return pids, nil
+}
+
+// procStatus reads VmRSS and VmHWM of pid in bytes.
+func procStatus(pid int) (rss, hwm uint64, err error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		k, v, _ := strings.Cut(line, ":")
+		f := strings.Fields(v)
+		if len(f) == 0 {
+			continue
+		}
+		n, _ := strconv.ParseUint(f[0], 10, 64)
+		switch k {
+		case "VmRSS":
+			rss = n << 10
+		case "VmHWM":
+			hwm = n << 10
+		}
+	}
+	return rss, hwm, nil
+}
+
+// readPprofMem reads the runtime.MemStats lines that the debug=1 heap
+// profile of the pprof server at addr ends with (gc=1 runs a GC first).
+func readPprofMem(addr string, gc bool, m *Mem) error {
+	u := "http://" + addr + "/debug/pprof/heap?debug=1"
+	if gc {
+		u += "&gc=1"
+	}
+	resp, err := http.Get(u)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		line, ok := strings.CutPrefix(sc.Text(), "# ")
+		k, v, ok2 := strings.Cut(line, " = ")
+		if !ok || !ok2 {
+			continue
+		}
+		v, _, _ = strings.Cut(v, " / ") // "Stack = inuse / sys"
+		n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			continue
+		}
+		switch k {
+		case "HeapAlloc":
+			m.HeapAlloc, m.HaveHeap = n, true
+		case "Stack":
+			m.StackInuse = n
+		case "TotalAlloc":
+			m.TotalAlloc = n
+		}
+	}
+	return sc.Err()
 }
