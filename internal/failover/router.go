@@ -100,7 +100,6 @@ type Router struct {
 	table atomic.Pointer[table]
 	log   *slog.Logger
 	obs   Observer
-	now   func() time.Time
 	// contextLength returns a model's context window in tokens, 0 when
 	// unknown; nil means never known.
 	contextLength func(id string) int
@@ -123,7 +122,7 @@ func New(cfg *config.Config, log *slog.Logger, obs Observer) *Router {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	r := &Router{log: log.With("component", "failover"), obs: obs, now: time.Now, models: map[string]*Model{}}
+	r := &Router{log: log.With("component", "failover"), obs: obs, models: map[string]*Model{}}
 	r.Update(cfg)
 	return r
 }
@@ -255,13 +254,12 @@ func EstimateTokens(bodyBytes int) int { return bodyBytes / 4 }
 // failure that must go back to the client as is (Classify's Return), or the
 // context's error when the client went away.
 func (r *Router) Do(ctx context.Context, req Request, try TryFunc) (res Result, err error) {
-	t := r.table.Load()
 	chain := r.Resolve(req.Model)
 	res = Result{Requested: req.Model, Attempts: make([]Attempt, 0, len(chain))}
 	if w, ok := r.obs.(WalkObserver); ok {
 		defer func() { w.Walked(res, err) }()
 	}
-	maxAttempts := t.cfg.Failover.MaxAttempts
+	maxAttempts := r.table.Load().cfg.Failover.MaxAttempts
 	made := 0
 	for _, id := range chain {
 		if made >= maxAttempts {
@@ -271,20 +269,9 @@ func (r *Router) Do(ctx context.Context, req Request, try TryFunc) (res Result, 
 			return res, err
 		}
 		m := r.Model(id)
-		if skip, ok := r.fits(id, req.PromptTokens); !ok && len(chain) > 1 {
-			res.Attempts = append(res.Attempts, skip)
-			r.observe(id, skip, 0)
-			continue
-		}
-		if skip, ok := m.check(r.now()); !ok {
-			res.Attempts = append(res.Attempts, skip)
-			r.observe(id, skip, 0)
-			continue
-		}
-		wait, skip, ok := m.reserve(r.now())
+		wait, skip, ok := r.admit(m, req.PromptTokens, len(chain) > 1)
 		if !ok {
-			res.Attempts = append(res.Attempts, skip)
-			r.observe(id, skip, 0)
+			r.record(&res, skip, 0)
 			continue
 		}
 		if err := wait.wait(ctx); err != nil {
@@ -294,57 +281,83 @@ func (r *Router) Do(ctx context.Context, req Request, try TryFunc) (res Result, 
 		if err != nil {
 			// Half-open and its one trial request is taken by another.
 			wait.cancel()
-			skip := m.skipOpen(r.now())
-			res.Attempts = append(res.Attempts, skip)
-			r.observe(id, skip, 0)
+			r.record(&res, m.skipOpen(time.Now()), 0)
 			continue
 		}
 		made++
-		start := r.now()
+		start := time.Now()
 		err = try(ctx, id)
-		elapsed := r.now().Sub(start)
-		a := Attempt{Model: id, DurationMS: elapsed.Milliseconds(), Err: err}
-		if err == nil {
-			done(nil)
-			m.succeeded()
-			a.Kind, a.Status, a.Reason = KindServed, 200, "served"
-			res.Attempts = append(res.Attempts, a)
-			res.Model = id
-			r.observe(id, a, elapsed)
-			return res, nil
-		}
-		action, failure := Classify(err)
-		a.Reason = Describe(err)
-		var ue *UpstreamError
-		if errors.As(err, &ue) {
-			a.Status = ue.Status
-		}
+		elapsed := time.Since(start)
+		a, action := m.settle(err, done)
+		a.DurationMS = elapsed.Milliseconds()
+		r.record(&res, a, elapsed)
 		switch {
-		case action == Stop:
-			done(errExcluded)
-			a.Kind = KindCanceled
-		case failure:
-			done(err)
-			a.Kind = KindFailed
-		default:
-			done(nil) // the model answered; the problem is the request's
-			a.Kind = KindReturned
-		}
-		if a.Status == 429 {
-			a.RetryAfter = m.cool(r.now(), ue.RetryAfter)
-		}
-		res.Attempts = append(res.Attempts, a)
-		r.observe(id, a, elapsed)
-		switch action {
-		case Stop:
-			return res, err
-		case Return:
+		case err == nil:
+			res.Model = id
+			return res, nil
+		case action != Next:
 			return res, err
 		}
 		r.log.LogAttrs(ctx, slog.LevelInfo, "model failed, trying the next",
 			slog.String("model", id), slog.Int("status", a.Status), slog.String("reason", a.Reason))
 	}
 	return res, ErrExhausted
+}
+
+// admit decides whether m may be tried now: it skips a model whose context
+// window is too small for the prompt (only when the chain has another), whose
+// breaker is open, which is cooling after a 429, or whose limiter has no
+// slot within max_wait. On admission the limiter slot is reserved.
+func (r *Router) admit(m *Model, promptTokens int, others bool) (waiter, Attempt, bool) {
+	if skip, ok := r.fits(m.ID, promptTokens); !ok && others {
+		return waiter{}, skip, false
+	}
+	now := time.Now()
+	if skip, ok := m.check(now); !ok {
+		return waiter{}, skip, false
+	}
+	return m.reserve(now)
+}
+
+// settle records an attempt's outcome in the breaker and the 429 cooling,
+// and says what the walk does next.
+func (m *Model) settle(err error, done func(error)) (Attempt, Action) {
+	a := Attempt{Model: m.ID, Err: err}
+	if err == nil {
+		done(nil)
+		m.succeeded()
+		a.Kind, a.Status, a.Reason = KindServed, 200, "served"
+		return a, Return
+	}
+	action, failure := Classify(err)
+	a.Reason = Describe(err)
+	var ue *UpstreamError
+	if errors.As(err, &ue) {
+		a.Status = ue.Status
+	}
+	switch {
+	case action == Stop:
+		done(errExcluded)
+		a.Kind = KindCanceled
+	case failure:
+		done(err)
+		a.Kind = KindFailed
+	default:
+		done(nil) // the model answered; the problem is the request's
+		a.Kind = KindReturned
+	}
+	if a.Status == 429 {
+		a.RetryAfter = m.cool(time.Now(), ue.RetryAfter)
+	}
+	return a, action
+}
+
+// record appends a to the walk's record and tells the observer.
+func (r *Router) record(res *Result, a Attempt, d time.Duration) {
+	res.Attempts = append(res.Attempts, a)
+	if r.obs != nil {
+		r.obs.Attempted(a.Model, a, d)
+	}
 }
 
 // SetContextLengths tells the router where context windows are known (the
@@ -370,12 +383,6 @@ func kTokens(n int) string {
 		return strconv.Itoa(n/1000) + "k"
 	}
 	return strconv.Itoa(n)
-}
-
-func (r *Router) observe(id string, a Attempt, d time.Duration) {
-	if r.obs != nil {
-		r.obs.Attempted(id, a, d)
-	}
 }
 
 // errExcluded settles a breaker's half-open trial without counting it.

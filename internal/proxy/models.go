@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"sort"
 	"strconv"
 	"time"
@@ -98,7 +99,10 @@ func (s *Server) passthrough(w http.ResponseWriter, r *http.Request, st *state, 
 	if r.ContentLength == 0 {
 		body = http.NoBody
 	}
-	req, err := http.NewRequestWithContext(ctx, r.Method, upstreamURL(st.base, path, r.URL), body)
+	// path is decoded: escape it again, so that a "%3F" in it stays part of
+	// the path instead of starting a query.
+	target := upstreamURL(st.base, (&url.URL{Path: path}).EscapedPath(), r.URL)
+	req, err := http.NewRequestWithContext(ctx, r.Method, target, body)
 	if err != nil {
 		s.writeError(w, r, st, info, diagnose.UpstreamUnreachable(st.base, err.Error()))
 		return

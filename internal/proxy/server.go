@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"path"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -161,8 +162,8 @@ const (
 // base_url. The /v1 prefix is optional (some clients drop it), and a full
 // endpoint pasted as a base URL ("/v1/chat/completions/chat/completions")
 // counts as the endpoint it ends with.
-func route(method, path string) (ep int, upstreamPath string) {
-	p := strings.TrimRight(path, "/")
+func route(method, urlPath string) (ep int, upstreamPath string) {
+	p := strings.TrimRight(urlPath, "/")
 	switch {
 	case method == http.MethodPost && (p == "" || p == "/v1"):
 		// A base URL used as the endpoint (JanitorAI posts to the URL as
@@ -177,30 +178,52 @@ func route(method, path string) (ep int, upstreamPath string) {
 	case strings.HasSuffix(p, "/models") && (p == "/models" || strings.HasPrefix(p, "/v1/")):
 		return epModels, "/models"
 	case strings.HasPrefix(p, "/v1/"):
-		return epOther, p[3:]
+		// Forward only what stays under /v1/ once dot segments are
+		// resolved: an upstream that resolves "/v1/../users/me" itself
+		// would otherwise serve a path outside the API with the
+		// configured key, and a proxy_key must buy chat, not the host.
+		if c := path.Clean(p); strings.HasPrefix(c, "/v1/") {
+			return epOther, c[3:]
+		}
 	}
 	return 0, ""
 }
 
-// ServeHTTP routes every request. It sets X-Request-Id, answers CORS and
-// the DNS-rebinding guard, then dispatches.
+// ServeHTTP runs each request through the steps below, each of which may
+// answer it: the DNS-rebinding guard, CORS, the proxy's own pages, then
+// the API routes behind proxy_key.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := s.state.Load()
-	rid := requestID(r)
 	rec := &recorder{ResponseWriter: w}
-	rec.Header().Set("X-Request-Id", rid)
+	info := &reqInfo{id: requestID(r)}
+	rec.Header().Set("X-Request-Id", info.id)
 	start := time.Now()
-	info := &reqInfo{id: rid}
-	defer func() {
-		s.logRequest(r, rec, info, time.Since(start))
-	}()
+	defer func() { s.logRequest(r, rec, info, time.Since(start)) }()
 
 	if st.loopback && !s.hostAllowed(st, r.Host) {
 		s.writeError(rec, r, st, info, diagnose.HostNotAllowed(r.Host))
 		return
 	}
-	if origin := r.Header.Get("Origin"); origin != "" && st.origins[strings.ToLower(origin)] {
-		h := rec.Header()
+	if s.cors(rec, r, st, info) {
+		return
+	}
+	if s.servePage(rec, r, st, info) {
+		return
+	}
+	s.serveAPI(rec, r, st, info)
+}
+
+// cors sets the CORS headers for an allowed origin and answers preflights.
+// A page on any other site may still send a "simple" request (text/plain,
+// no preflight) to 127.0.0.1: the browser hides the answer, but the request
+// would spend the user's key, so a request with an Origin that is neither
+// allowed nor the proxy's own pages is refused. It reports whether it
+// answered the request.
+func (s *Server) cors(w http.ResponseWriter, r *http.Request, st *state, info *reqInfo) bool {
+	origin := r.Header.Get("Origin")
+	allowed := origin != "" && st.origins[strings.ToLower(origin)]
+	if allowed {
+		h := w.Header()
 		h.Set("Access-Control-Allow-Origin", origin)
 		h.Add("Vary", "Origin")
 		h.Set("Access-Control-Expose-Headers", "X-Request-Id, X-Chutes-Proxy-Model, X-Chutes-Proxy-Attempts, Retry-After")
@@ -215,68 +238,69 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if r.Header.Get("Access-Control-Request-Private-Network") == "true" {
 				h.Set("Access-Control-Allow-Private-Network", "true")
 			}
-			rec.WriteHeader(http.StatusNoContent)
-			return
 		}
 	}
-	if r.Method == http.MethodOptions {
-		rec.WriteHeader(http.StatusNoContent)
-		return
+	switch {
+	case r.Method == http.MethodOptions:
+		w.WriteHeader(http.StatusNoContent)
+		return true
+	case origin != "" && !allowed && !sameOrigin(origin, r.Host):
+		s.writeError(w, r, st, info, diagnose.OriginNotAllowed(origin))
+		return true
 	}
-	// A page on any site can POST a "simple" request (text/plain, no
-	// preflight) to 127.0.0.1: the browser hides the answer, but the
-	// request would spend the user's key. Requests from a browser page
-	// carry Origin: only allowed origins and the proxy's own pages pass.
-	if origin := r.Header.Get("Origin"); origin != "" && !st.origins[strings.ToLower(origin)] && !sameOrigin(origin, r.Host) {
-		s.writeError(rec, r, st, info, diagnose.OriginNotAllowed(origin))
-		return
-	}
+	return false
+}
 
-	switch path := r.URL.Path; {
-	case path == "/healthz":
-		rec.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = rec.Write([]byte("ok\n"))
-		return
-	case (path == "/" && r.Method != http.MethodPost) || path == "/status" || path == "/metrics":
-		if s.pages != nil {
-			// The pages (model states, key prefix, quota, balance) are
-			// for this machine, or holders of the proxy_key when other
-			// machines can reach the proxy (a non-loopback listen, a
-			// tunnel named in allowed_hosts).
-			if !s.local(r) && !s.proxyKeyOK(st, r) {
-				s.writeError(rec, r, st, info, diagnose.InvalidProxyKey())
-				return
-			}
-			s.pages.ServeHTTP(rec, r)
-			return
+// servePage answers /healthz and the pages (/, /status, /metrics). The
+// pages (model states, key prefix, quota, balance) are for this machine, or
+// for holders of the proxy_key when other machines can reach the proxy (a
+// non-loopback listen, a tunnel named in allowed_hosts). It reports whether
+// it answered the request.
+func (s *Server) servePage(w http.ResponseWriter, r *http.Request, st *state, info *reqInfo) bool {
+	switch p := r.URL.Path; {
+	case p == "/healthz":
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+		return true
+	case s.pages == nil:
+		return false
+	case (p == "/" && r.Method != http.MethodPost) || p == "/status" || p == "/metrics":
+		if !s.local(r) && !s.proxyKeyOK(st, r) {
+			s.writeError(w, r, st, info, diagnose.InvalidProxyKey())
+			return true
 		}
+		s.pages.ServeHTTP(w, r)
+		return true
 	}
+	return false
+}
 
+// serveAPI routes the OpenAI API paths, behind proxy_key.
+func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, st *state, info *reqInfo) {
 	ep, upath := route(r.Method, r.URL.Path)
-	if ep == 0 {
-		s.writeError(rec, r, st, info, diagnose.NotFound(r.URL.Path))
-		return
+	var de *diagnose.Error
+	switch {
+	case ep == 0:
+		de = diagnose.NotFound(r.URL.Path)
+	case !s.proxyKeyOK(st, r):
+		de = diagnose.InvalidProxyKey()
+	case (ep == epChat || ep == epCompletions || ep == epEmbeddings) && r.Method != http.MethodPost:
+		de = diagnose.MethodNotAllowed(r.Method, "POST")
+	case ep == epModels && r.Method != http.MethodGet && r.Method != http.MethodHead:
+		de = diagnose.MethodNotAllowed(r.Method, "GET")
 	}
-	if !s.proxyKeyOK(st, r) {
-		s.writeError(rec, r, st, info, diagnose.InvalidProxyKey())
+	if de != nil {
+		s.writeError(w, r, st, info, de)
 		return
 	}
 	switch ep {
 	case epChat, epCompletions, epEmbeddings:
-		if r.Method != http.MethodPost {
-			s.writeError(rec, r, st, info, diagnose.MethodNotAllowed(r.Method, "POST"))
-			return
-		}
 		info.endpoint = ep
-		s.forward(rec, r, st, info, upath)
+		s.forward(w, r, st, info, upath)
 	case epModels:
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			s.writeError(rec, r, st, info, diagnose.MethodNotAllowed(r.Method, "GET"))
-			return
-		}
-		s.models(rec, r, st, info)
+		s.models(w, r, st, info)
 	default:
-		s.passthrough(rec, r, st, info, upath)
+		s.passthrough(w, r, st, info, upath)
 	}
 }
 
@@ -288,9 +312,10 @@ func sameOrigin(origin, host string) bool {
 }
 
 // hostAllowed is the DNS-rebinding guard: a page on another site that gets
-// its name to resolve to 127.0.0.1 still sends its own name as Host.
+// its name to resolve to 127.0.0.1 still sends its own name as Host. An
+// empty Host (HTTP/1.0) names no other site.
 func (s *Server) hostAllowed(st *state, hostport string) bool {
-	if loopbackName(hostport) {
+	if hostport == "" || config.IsLoopback(hostport) {
 		return true
 	}
 	host := hostport
@@ -298,21 +323,6 @@ func (s *Server) hostAllowed(st *state, hostport string) bool {
 		host = h
 	}
 	return st.hosts[strings.ToLower(strings.Trim(host, "[]"))]
-}
-
-// loopbackName reports whether a Host header (with or without port) names
-// this machine: localhost, *.localhost, or a loopback address.
-func loopbackName(hostport string) bool {
-	host := hostport
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		host = h
-	}
-	host = strings.ToLower(strings.Trim(host, "[]"))
-	if host == "" || host == "localhost" || strings.HasSuffix(host, ".localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // local reports whether a request comes from this machine to a loopback
@@ -324,7 +334,7 @@ func (s *Server) local(r *http.Request) bool {
 		return false
 	}
 	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback() && loopbackName(r.Host)
+	return ip != nil && ip.IsLoopback() && (r.Host == "" || config.IsLoopback(r.Host))
 }
 
 func (s *Server) proxyKeyOK(st *state, r *http.Request) bool {
