@@ -373,10 +373,20 @@ func TestGracefulDrain(t *testing.T) {
 		t.Fatalf("first line %q", l)
 	}
 	stop() // SIGTERM
-	time.Sleep(100 * time.Millisecond)
-	// New connections are refused while the stream drains.
-	if _, err := http.Get("http://" + ln.Addr().String() + "/healthz"); err == nil {
-		t.Error("new request accepted during drain")
+	// New connections are refused while the stream drains: Shutdown
+	// closes the listener at once, so this holds well within the wait.
+	refused := false
+	for deadline := time.Now().Add(5 * time.Second); !refused && time.Now().Before(deadline); {
+		resp, err := http.Get("http://" + ln.Addr().String() + "/healthz")
+		if err != nil {
+			refused = true
+			break
+		}
+		resp.Body.Close()
+		time.Sleep(5 * time.Millisecond) // poll period
+	}
+	if !refused {
+		t.Error("new requests still accepted 5s into the drain")
 	}
 	close(release)
 	rest, err := io.ReadAll(br)
