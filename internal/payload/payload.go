@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"slices"
 	"strconv"
 	"unicode/utf8"
 )
@@ -48,15 +49,38 @@ type Body struct {
 	Stream bool
 	// start and end delimit the model value's bytes, quotes included.
 	start, end int
+	// open is the offset of the object's '{'; spans locate the values of
+	// the other members the proxy may rewrite (start -1 when absent).
+	open  int
+	spans [numEditable]span
 }
+
+// span delimits a member's value in Raw.
+type span struct{ start, end int }
+
+// Members that Streamed and Continued rewrite.
+const (
+	memStream = iota
+	memStreamOptions
+	memMessages
+	memContinue
+	memGenPrompt
+	numEditable
+)
+
+var editable = [numEditable]string{"stream", "stream_options", "messages", "continue_final_message", "add_generation_prompt"}
 
 // Parse checks that raw is one JSON object and finds its top-level "model"
 // string (the last one, as Python's and Go's decoders take it) and "stream"
 // flag. It allocates nothing but the model string itself.
 func Parse(raw []byte) (Body, error) {
 	b := Body{Raw: raw, start: -1}
+	for i := range b.spans {
+		b.spans[i].start = -1
+	}
 	s := scanner{buf: raw}
 	s.skipSpace()
+	b.open = s.pos
 	if s.pos >= len(raw) {
 		return b, &SyntaxError{0, "empty body"}
 	}
@@ -85,11 +109,20 @@ func Parse(raw []byte) (Body, error) {
 			if err := s.value(); err != nil {
 				return b, err
 			}
-			switch {
-			case string(key) == "model":
+			switch string(key) {
+			case "model":
 				b.start, b.end = vs, s.pos
-			case string(key) == "stream":
+			case "stream":
 				b.Stream = string(raw[vs:s.pos]) == "true"
+				b.spans[memStream] = span{vs, s.pos}
+			case "stream_options":
+				b.spans[memStreamOptions] = span{vs, s.pos}
+			case "messages":
+				b.spans[memMessages] = span{vs, s.pos}
+			case "continue_final_message":
+				b.spans[memContinue] = span{vs, s.pos}
+			case "add_generation_prompt":
+				b.spans[memGenPrompt] = span{vs, s.pos}
 			}
 			s.skipSpace()
 			c := s.peek()
@@ -158,6 +191,87 @@ func (b Body) With(model string) []byte {
 	out = append(out, b.Raw[:b.start]...)
 	out = append(out, q...)
 	return append(out, b.Raw[b.end:]...)
+}
+
+// Streamed returns the body of a plain request as a stream request with a
+// usage event ("stream": true, "stream_options": {"include_usage": true}),
+// every other byte as the client sent it. stream_plain sends it so that a
+// reply's liveness can be judged per token.
+func (b Body) Streamed() (Body, error) {
+	return Parse(b.edit(nil,
+		set{memStream, []byte("true")},
+		set{memStreamOptions, []byte(`{"include_usage":true}`)}))
+}
+
+// ErrNoMessages is Continued's error for a body without a messages array.
+var ErrNoMessages = errors.New(`the request has no "messages" array to continue`)
+
+// Continued returns the body of a chat that continues a reply cut after
+// text: the original messages plus text as a final assistant message, with
+// "continue_final_message": true and "add_generation_prompt": false, which
+// vLLM and SGLang take as "go on from here" (the prefill is not repeated).
+func (b Body) Continued(text string) (Body, error) {
+	m := b.spans[memMessages]
+	if m.start < 0 || b.Raw[m.start] != '[' {
+		return Body{}, ErrNoMessages
+	}
+	msg := append([]byte(`{"role":"assistant","content":`), Quote(text)...)
+	msg = append(msg, '}')
+	end := m.end - 1 // the closing ']'
+	if len(bytes.TrimSpace(b.Raw[m.start+1:end])) > 0 {
+		msg = append([]byte{','}, msg...)
+	}
+	return Parse(b.edit(&insert{end, msg},
+		set{memContinue, []byte("true")},
+		set{memGenPrompt, []byte("false")}))
+}
+
+// set gives member mem the value v: in place when the body has it, else as
+// a new first member.
+type set struct {
+	mem int
+	v   []byte
+}
+
+// insert puts bytes at an offset of Raw.
+type insert struct {
+	at int
+	b  []byte
+}
+
+// edit returns a copy of Raw with the members set and ins inserted.
+func (b Body) edit(ins *insert, sets ...set) []byte {
+	type piece struct {
+		start, end int
+		b          []byte
+	}
+	var pieces []piece
+	var head []byte
+	for _, st := range sets {
+		if sp := b.spans[st.mem]; sp.start >= 0 {
+			pieces = append(pieces, piece{sp.start, sp.end, st.v})
+			continue
+		}
+		head = append(head, Quote(editable[st.mem])...)
+		head = append(head, ':')
+		head = append(head, st.v...)
+		head = append(head, ',')
+	}
+	if len(head) > 0 {
+		pieces = append(pieces, piece{b.open + 1, b.open + 1, head})
+	}
+	if ins != nil {
+		pieces = append(pieces, piece{ins.at, ins.at, ins.b})
+	}
+	slices.SortFunc(pieces, func(x, y piece) int { return x.start - y.start })
+	out := make([]byte, 0, len(b.Raw)+len(head)+64)
+	at := 0
+	for _, p := range pieces {
+		out = append(out, b.Raw[at:p.start]...)
+		out = append(out, p.b...)
+		at = p.end
+	}
+	return append(out, b.Raw[at:]...)
 }
 
 // Quote returns s as a JSON string.
