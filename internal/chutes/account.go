@@ -15,6 +15,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -214,6 +215,10 @@ func get(ctx context.Context, client *http.Client, base, path, key string) (x an
 	req.Header.Set("Authorization", "Bearer "+key)
 	req.Header.Set("Accept", "application/json")
 	resp, err := client.Do(req)
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err // both calls fail alike when the host does; the URL is said once
+	}
 	if err != nil {
 		x.err = err
 		return x

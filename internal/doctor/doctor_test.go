@@ -3,8 +3,6 @@ package doctor_test
 import (
 	"context"
 	"crypto/x509"
-	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -16,7 +14,6 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/chutes-proxy/chutes-proxy/internal/doctor"
-	"github.com/chutes-proxy/chutes-proxy/internal/health"
 )
 
 // TestMain fails the package if a run leaves a goroutine behind: Run
@@ -52,7 +49,7 @@ func TestDoctorChecks(t *testing.T) {
 				doctor.CheckTCP:      {doctor.OK, []string{"connected to llm.chutes.ai:443"}},
 				doctor.CheckTLS:      {doctor.OK, []string{"TLS 1.3", "fake Chutes"}},
 				doctor.CheckModels:   {doctor.OK, []string{"answered 200", "3 models"}},
-				doctor.CheckAccount:  {doctor.OK, []string{"key accepted; 212 of 300 requests used today, resets in", "balance $10.50"}},
+				doctor.CheckAccount:  {doctor.OK, []string{"key accepted", "212 of 300 requests used today", "00:00 UTC", "balance $10.50"}},
 				doctor.CheckModelIDs: {doctor.OK, []string{"all 2 configured models and fallbacks are listed"}},
 				doctor.CheckListen:   {doctor.OK, []string{"is free"}},
 				doctor.CheckLive:     {doctor.OK, []string{"deepseek-ai/DeepSeek-R1 answered a 1-token completion", "daily quota"}},
@@ -211,7 +208,7 @@ func TestDoctorChecks(t *testing.T) {
 				s.fake.quota = `{"quota":"unlimited","used":0}`
 			},
 			want: map[string]want{
-				doctor.CheckAccount: {doctor.OK, []string{"key accepted; no daily request limit; balance $10.50"}},
+				doctor.CheckAccount: {doctor.OK, []string{"key accepted", "no daily quota", "balance $10.50"}},
 			},
 		},
 		{
@@ -221,7 +218,7 @@ func TestDoctorChecks(t *testing.T) {
 				s.fake.me = `{"username":"someone"}`
 			},
 			want: map[string]want{
-				doctor.CheckAccount: {doctor.OK, []string{"key accepted; 7 requests used today (no limit reported)"}},
+				doctor.CheckAccount: {doctor.OK, []string{"key accepted", "7 requests used today", "no limit reported"}},
 			},
 		},
 		{
@@ -305,6 +302,16 @@ func TestDoctorChecks(t *testing.T) {
 				doctor.CheckModels:   {doctor.Warn, []string{"answered 503", "Chutes' side"}},
 				doctor.CheckModelIDs: {doctor.Warn, []string{"not checked"}},
 			},
+		},
+		{
+			name: "/models is not found: the wrong URL",
+			change: func(t *testing.T, s *setup) {
+				s.fake.modelsStatus = http.StatusNotFound
+			},
+			want: map[string]want{
+				doctor.CheckModels: {doctor.Fail, []string{"404", "base_url looks wrong", "https://llm.chutes.ai/v1"}},
+			},
+			failures: 1,
 		},
 		{
 			name: "live: payment required",
@@ -524,66 +531,5 @@ func TestDoctorBudget(t *testing.T) {
 	res, _ := rep.Get(doctor.CheckDNS)
 	if res.Level != doctor.Fail || !strings.Contains(res.Msg, "timed out") {
 		t.Errorf("dns: %s %s", res.Level, res.Msg)
-	}
-}
-
-func TestAccountAPIParsesLeniently(t *testing.T) {
-	tests := []struct {
-		quota, me string
-		want      doctor.Quota
-		usedUp    bool
-		balance   float64
-		hasBal    bool
-	}{
-		{`{"quota":300,"used":15,"chute_id":"*"}`, `{"balance":10.5}`, doctor.Quota{Limit: 300, Used: 15, Known: true}, false, 10.5, true},
-		{`{"quota":300,"used":300.0}`, `{"balance":0}`, doctor.Quota{Limit: 300, Used: 300, Known: true}, true, 0, true},
-		{`{"quota":"unlimited","used":0}`, `{}`, doctor.Quota{Unlimited: true, Known: true}, false, 0, false},
-		{`{"quota":0,"used":42}`, `{"balance":"3.25"}`, doctor.Quota{Unlimited: true, Used: 42, Known: true}, false, 3.25, true},
-		{`{"quota":"300","used":"12.5"}`, `{"balance":null}`, doctor.Quota{Limit: 300, Used: 12.5, Known: true}, false, 0, false},
-		{`{}`, `{"balance":"lots"}`, doctor.Quota{}, false, 0, false},
-		{`{"used":3}`, `{"user_id":"u"}`, doctor.Quota{Used: 3, Known: true}, false, 0, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.quota, func(t *testing.T) {
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				switch r.URL.Path {
-				case "/users/me/quota_usage/me":
-					_, _ = io.WriteString(w, tt.quota)
-				case "/users/me":
-					_, _ = io.WriteString(w, tt.me)
-				}
-			}))
-			defer srv.Close()
-			q, err := doctor.FetchQuota(context.Background(), srv.Client(), srv.URL, "cpk_x")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if q != tt.want {
-				t.Errorf("quota = %+v, want %+v", q, tt.want)
-			}
-			if q.UsedUp() != tt.usedUp {
-				t.Errorf("UsedUp = %v", q.UsedUp())
-			}
-			b, ok, err := doctor.FetchBalance(context.Background(), srv.Client(), srv.URL, "cpk_x")
-			if err != nil || ok != tt.hasBal || b != tt.balance {
-				t.Errorf("balance = %v, %v, %v; want %v, %v", b, ok, err, tt.balance, tt.hasBal)
-			}
-		})
-	}
-}
-
-func TestAccountAPIRejected(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.WriteHeader(http.StatusUnauthorized)
-		_ = json.NewEncoder(w).Encode(map[string]string{"detail": "Invalid token."})
-	}))
-	defer srv.Close()
-	_, err := doctor.FetchQuota(context.Background(), srv.Client(), srv.URL, "cpk_x")
-	se, ok := err.(*health.StatusError)
-	if !ok || !se.Rejected() || se.Reason != "Invalid token." {
-		t.Fatalf("err = %v", err)
-	}
-	if got := fmt.Sprint(err); !strings.Contains(got, "401") {
-		t.Errorf("%q lacks the status", got)
 	}
 }

@@ -9,10 +9,13 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
+
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/chutes-proxy/chutes-proxy/internal/failover"
+	"github.com/chutes-proxy/chutes-proxy/internal/human"
 )
 
 // The path to the upstream: DNS, TCP, TLS, one check each, so that the
@@ -191,7 +194,7 @@ func (r *runner) checkTCP(ctx context.Context) Result {
 			if addr != hp {
 				via = " (" + addr + ")"
 			}
-			return ok(CheckTCP, "connected to %s%s in %s%s", hp, via, ms(time.Since(start)), r.proxyNote())
+			return ok(CheckTCP, "connected to %s%s in %s%s", hp, via, human.Duration(time.Since(start)), r.proxyNote())
 		}
 		errs = append(errs, err)
 		if ctx.Err() != nil {
@@ -207,7 +210,7 @@ func (r *runner) checkTCP(ctx context.Context) Result {
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return fail(CheckTCP, "%s refused the connection: nothing accepts connections on port %s there; check base_url's port, or a firewall that rejects it", hp, r.target.port)
-	case isTimeout(err):
+	case failover.IsTimeout(err):
 		return fail(CheckTCP, "no answer from %s within %s: a firewall, proxy or VPN blocks the connection, or the network is down (%s is %s)",
 			hp, d, "upstream.connect_timeout", r.cfg.Upstream.ConnectTimeout.D())
 	case errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.EHOSTUNREACH):
@@ -255,7 +258,7 @@ func (r *runner) tlsProblem(err error) string {
 	host := r.target.host
 	var ve *tls.CertificateVerificationError
 	if !errors.As(err, &ve) || len(ve.UnverifiedCertificates) == 0 {
-		if isTimeout(err) {
+		if failover.IsTimeout(err) {
 			return fmt.Sprintf("no TLS answer from %s within %s: a firewall or proxy may be holding HTTPS connections", host, tlsTimeout)
 		}
 		return fmt.Sprintf("TLS handshake with %s failed: %v; a firewall, proxy or captive portal (hotel, airport Wi-Fi) may be interfering", host, err)
@@ -360,16 +363,4 @@ func (r *runner) proxyNote() string {
 		return ""
 	}
 	return fmt.Sprintf("; note: chutes-proxy sends its requests through the HTTP proxy %s (from the environment), which these checks do not use", p.Redacted())
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
-}
-
-func ms(d time.Duration) string {
-	if d < time.Millisecond {
-		return "<1ms"
-	}
-	return d.Round(time.Millisecond).String()
 }

@@ -4,25 +4,23 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"time"
 
-	"github.com/chutes-proxy/chutes-proxy/internal/catalog"
+	"github.com/chutes-proxy/chutes-proxy/internal/chutes"
 	"github.com/chutes-proxy/chutes-proxy/internal/config"
 	"github.com/chutes-proxy/chutes-proxy/internal/diagnose"
 	"github.com/chutes-proxy/chutes-proxy/internal/failover"
+	"github.com/chutes-proxy/chutes-proxy/internal/human"
 )
 
 // The upstream's HTTP API: its model list, and one real completion.
 
-// checkModels fetches {base_url}/models without a key (Chutes serves it to
-// anyone), as the proxy's probe does. On success r.known is set.
+// checkModels probes {base_url}/models without a key (Chutes serves it to
+// anyone), as the proxy's health probe does. On success r.known is set.
 func (r *runner) checkModels(ctx context.Context) Result {
 	base := r.target.base
 	if !r.secured {
@@ -30,51 +28,29 @@ func (r *runner) checkModels(ctx context.Context) Result {
 	}
 	ctx, cancel := context.WithTimeout(ctx, modelsTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/models", nil)
-	if err != nil {
-		return fail(CheckModels, "cannot build the request for %s/models: %v", base, err)
-	}
-	req.Header.Set("Accept", "application/json")
 	start := time.Now()
-	resp, err := r.client.Do(req)
-	if err != nil {
-		if isTimeout(err) {
-			return warn(CheckModels, "GET %s/models got no answer within %s although the connection works: Chutes is slow or down (Chutes' side); try again in a minute", base, modelsTimeout)
-		}
-		return fail(CheckModels, "GET %s/models failed: %v", base, unwrapURL(err))
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	took := ms(time.Since(start))
-	if err != nil {
-		return warn(CheckModels, "GET %s/models broke off while reading the list: %v; try again", base, err)
-	}
-	ue := &failover.UpstreamError{Status: resp.StatusCode, Body: body, ContentType: resp.Header.Get("Content-Type")}
-	switch code := resp.StatusCode; {
-	case code == http.StatusOK:
-		entries, perr := catalog.Parse(body)
-		if perr != nil {
-			seen := "not a model list: " + perr.Error()
-			if failover.LooksLikeHTML(body) {
-				seen = "an HTML page"
-			}
-			return fail(CheckModels, "%s", diagnose.WrongURL(base, seen).Message)
-		}
-		ids := make([]string, len(entries))
+	p, entries := chutes.Probe(ctx, r.client, base, "")
+	took := human.Duration(time.Since(start))
+	switch {
+	case p.OK():
+		r.known = make([]string, len(entries))
 		for i, e := range entries {
-			ids[i] = e.ID
+			r.known[i] = e.ID
 		}
-		r.known = ids
-		if len(ids) == 0 {
-			return warn(CheckModels, "GET %s/models answered 200 in %s, but the list is empty: Chutes' side, or base_url points at another server", base, took)
+		if len(entries) == 0 {
+			return warn(CheckModels, "GET %s answered 200 in %s, but the list is empty: Chutes' side, or base_url points at another server", p.URL, took)
 		}
-		return ok(CheckModels, "GET %s/models answered 200 in %s: %d models", base, took, len(ids))
-	case code == http.StatusNotFound || failover.LooksLikeHTML(body):
-		return fail(CheckModels, "%s", diagnose.WrongURL(base, fmt.Sprintf("GET /models answered %d: %s", code, ue.Reason())).Message)
-	case code == http.StatusTooManyRequests || code >= 500:
-		return warn(CheckModels, "GET %s/models answered %d (%s): that is Chutes' side, not yours; try again in a minute", base, code, ue.Reason())
+		return ok(CheckModels, "GET %s answered 200 in %s: %d models", p.URL, took, len(entries))
+	case p.FailedStep == chutes.StepResponse:
+		return fail(CheckModels, "%s", diagnose.WrongURL(base, p.Error).Message)
+	case p.FailedStep == chutes.StepTimeout:
+		return warn(CheckModels, "%s although the connection works: Chutes is slow or down (Chutes' side); try again in a minute", p.Error)
+	case p.Status == http.StatusTooManyRequests || p.Status >= 500:
+		return warn(CheckModels, "%s: that is Chutes' side, not yours; try again in a minute", p.Error)
+	case p.Status != 0:
+		return fail(CheckModels, "%s, which Chutes does not do for the model list: check base_url", p.Error)
 	}
-	return fail(CheckModels, "GET %s/models answered %d (%s), which Chutes does not do for the model list: check base_url", base, resp.StatusCode, ue.Reason())
+	return fail(CheckModels, "GET %s failed: %s", p.URL, p.Error)
 }
 
 // checkLive sends one minimal completion to the first configured model,
@@ -111,14 +87,14 @@ func (r *runner) checkLive(ctx context.Context) Result {
 	start := time.Now()
 	resp, err := r.client.Do(req)
 	if err != nil {
-		if isTimeout(err) {
+		if failover.IsTimeout(err) {
 			return warn(CheckLive, "%s did not answer within %s: the model is slow or overloaded (Chutes' side); your fallbacks take over when the proxy runs", model, liveTimeout)
 		}
-		return fail(CheckLive, "sending a completion to %s failed: %v", model, unwrapURL(err))
+		return fail(CheckLive, "sending a completion to %s failed: %s", model, failover.Describe(err))
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	took := ms(time.Since(start))
+	took := human.Duration(time.Since(start))
 
 	env := diagnose.Env{
 		BaseURL:       r.target.base,
@@ -153,14 +129,4 @@ func (r *runner) checkLive(ctx context.Context) Result {
 	// 400, 402, 413, 422 and the like: the proxy's own diagnosis.
 	e := diagnose.Explain(failover.Result{Requested: model}, ue, env)
 	return fail(CheckLive, "%s answered %d: %s", model, resp.StatusCode, e.Message)
-}
-
-// unwrapURL drops url.Error's `Get "URL":` prefix, which the line says
-// already.
-func unwrapURL(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err
-	}
-	return err
 }

@@ -1,7 +1,0 @@
-package doctor
-
-// Exported for doctor_test.
-var (
-	FetchQuota   = fetchQuota
-	FetchBalance = fetchBalance
-)
