@@ -15,9 +15,10 @@ import (
 )
 
 // app wires the proxy's parts for one process: the health Monitor hears
-// every attempt (as the router's Observer), serves /, /status and /metrics,
-// and probes the upstream in the background; the quota Counter counts
-// upstream attempts and gates requests at [quota] daily_requests.
+// every attempt (as the router's Observer), serves /, /status and /metrics
+// from the router's state, and probes the upstream in the background with
+// the proxy's upstream client; the quota Counter counts upstream attempts
+// and gates requests at [quota] daily_requests.
 type app struct {
 	log     *slog.Logger
 	proxy   *proxy.Server
@@ -32,26 +33,25 @@ type app struct {
 
 func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, error) {
 	q := quota.Open(quota.Options{File: quotaFile(cfg, log), Limit: cfg.Quota.DailyRequests, Logger: log})
-	mon := health.New(health.Options{Logger: log, Quota: q})
-	router := failover.New(cfg, log, mon)
 	cat := catalog.New()
+	mon := health.New(health.Options{Config: cfg, Catalog: cat, Logger: log, Quota: q})
+	router := failover.New(cfg, log, mon)
 	srv := proxy.New(proxy.Options{
 		Config:  cfg,
 		Router:  router,
 		Catalog: cat,
 		Logger:  log.With("component", "proxy"),
-		Pages:   mon.Handler(),
+		Pages:   mon.Handler(router),
 		Gate:    q.Gate,
 		Account: mon.AccountSummary,
 		Done:    mon.Served,
 	})
-	mon.Attach(router, cat, srv.Client)
 
 	a := &app{log: log, proxy: srv, monitor: mon, quota: q, handler: srv}
 	actx, cancel := context.WithCancel(ctx)
 	a.cancel = cancel
 	a.wg.Add(2)
-	go func() { defer a.wg.Done(); mon.Run(actx) }()
+	go func() { defer a.wg.Done(); mon.Run(actx, srv.Client) }()
 	go func() { defer a.wg.Done(); q.Run(actx) }()
 	return a, nil
 }
@@ -90,7 +90,7 @@ func (a *app) reload(opts config.Options, listen, why string) {
 	a.proxy.Reload(cfg)
 	a.quota.SetLimit(cfg.Quota.DailyRequests)
 	a.quota.SetFile(quotaFile(cfg, a.log))
-	a.monitor.Wake() // probe now: the upstream, key or interval may have changed
+	a.monitor.Reload(cfg)
 	a.log.Info("config reloaded", "why", why, "config", cfg.SourceName(), "models", len(cfg.Models))
 }
 

@@ -14,7 +14,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/chutes-proxy/chutes-proxy/internal/chutes"
 	"github.com/chutes-proxy/chutes-proxy/internal/health"
+	"github.com/chutes-proxy/chutes-proxy/internal/human"
 )
 
 // defaultStatusURL is where a proxy with the default config listens.
@@ -103,7 +105,7 @@ func printStatus(w io.Writer, st *health.Status, now time.Time) {
 			if e.Status != 0 {
 				note = strconv.Itoa(e.Status) + " " + note
 			}
-			note = "last error " + agoText(now.Sub(e.Time)) + ": " + clip(note, 60)
+			note = "last error " + human.Duration(now.Sub(e.Time).Round(time.Second)) + " ago: " + human.Truncate(note, 60)
 		}
 		if !m.Available {
 			avail = "no"
@@ -150,7 +152,7 @@ func printStatus(w io.Writer, st *health.Status, now time.Time) {
 	if st.Key.Prefix != "" {
 		key = st.Key.Prefix + " " + key
 	}
-	if st.Key.Detail != "" && st.Key.State != health.KeyAccepted {
+	if st.Key.Detail != "" && st.Key.State != chutes.KeyAccepted {
 		key += " (" + st.Key.Detail + ")"
 	}
 	fmt.Fprintf(w, "Key:       %s\n", key)
@@ -173,27 +175,10 @@ func pct(v *float64) string {
 	return strconv.Itoa(int(*v*100+0.5)) + "%"
 }
 
+// msText is a latency in milliseconds, "-" when unknown.
 func msText(v *int64) string {
 	if v == nil {
 		return "-"
 	}
-	return strconv.FormatInt(*v, 10) + "ms"
-}
-
-func clip(s string, n int) string {
-	r := []rune(s)
-	if len(r) <= n {
-		return s
-	}
-	return string(r[:n-1]) + "…"
-}
-
-func agoText(d time.Duration) string {
-	switch {
-	case d < time.Minute:
-		return strconv.Itoa(int(max(d.Seconds(), 0))) + "s ago"
-	case d < time.Hour:
-		return strconv.Itoa(int(d.Minutes())) + "m ago"
-	}
-	return strconv.Itoa(int(d.Hours())) + "h ago"
+	return human.Duration(time.Duration(*v) * time.Millisecond)
 }

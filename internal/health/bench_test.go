@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chutes-proxy/chutes-proxy/internal/config"
 	"github.com/chutes-proxy/chutes-proxy/internal/failover"
 	"github.com/chutes-proxy/chutes-proxy/internal/health"
 	"github.com/chutes-proxy/chutes-proxy/internal/quota"
@@ -13,7 +14,7 @@ import (
 // attempt recorded from many goroutines (ring sample, counters, histogram,
 // the quota count).
 func BenchmarkAttempted(b *testing.B) {
-	m := health.New(health.Options{Quota: quota.Open(quota.Options{})})
+	m := health.New(health.Options{Config: &config.Config{}, Quota: quota.Open(quota.Options{})})
 	models := []string{"a/one", "b/two", "c/three", "d/four"}
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {

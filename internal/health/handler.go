@@ -17,11 +17,13 @@ var page []byte
 const pageCSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
 // Handler serves "/" (the page), "/status" (JSON) and "/metrics"
-// (Prometheus text); it is proxy.Options.Pages. None of them shows the key
-// beyond its redacted prefix.
-func (m *Monitor) Handler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+// (Prometheus text), reading r's breakers, limiters and chains; it is
+// proxy.Options.Pages. None of them shows the key beyond its redacted
+// prefix.
+func (m *Monitor) Handler(r Router) http.Handler {
+	metrics := m.metrics.handler(m, r)
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.Method != http.MethodGet && req.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
 			http.Error(w, "method not allowed: use GET", http.StatusMethodNotAllowed)
 			return
@@ -29,14 +31,14 @@ func (m *Monitor) Handler() http.Handler {
 		h := w.Header()
 		h.Set("Cache-Control", "no-store")
 		h.Set("X-Content-Type-Options", "nosniff")
-		switch r.URL.Path {
+		switch req.URL.Path {
 		case "/":
 			h.Set("Content-Type", "text/html; charset=utf-8")
 			h.Set("Content-Security-Policy", pageCSP)
 			h.Set("Referrer-Policy", "no-referrer")
 			_, _ = w.Write(page)
 		case "/status":
-			b, err := json.MarshalIndent(m.Status(), "", "  ")
+			b, err := json.MarshalIndent(m.status(r), "", "  ")
 			if err != nil {
 				http.Error(w, "status: "+err.Error(), http.StatusInternalServerError)
 				return
@@ -44,9 +46,9 @@ func (m *Monitor) Handler() http.Handler {
 			h.Set("Content-Type", "application/json")
 			_, _ = w.Write(append(b, '\n'))
 		case "/metrics":
-			m.metrics.handler.ServeHTTP(w, r)
+			metrics.ServeHTTP(w, req)
 		default:
-			http.NotFound(w, r)
+			http.NotFound(w, req)
 		}
 	})
 }

@@ -42,15 +42,14 @@ const (
 // does (the Monitor as Observer, Pages and request counter; the quota
 // Counter as Gate), both on loopback.
 type harness struct {
-	sim     *simulator.Simulator
-	simURL  string
-	cfg     *config.Config
-	mon     *health.Monitor
-	quota   *quota.Counter
-	srv     *proxy.Server
-	url     string
-	client  *http.Client
-	account *fakeAccount
+	sim    *simulator.Simulator
+	simURL string
+	cfg    *config.Config
+	mon    *health.Monitor
+	quota  *quota.Counter
+	srv    *proxy.Server
+	url    string
+	client *http.Client
 }
 
 type harnessOpt func(*config.Config)
@@ -84,11 +83,10 @@ func newHarness(t *testing.T, opts ...harnessOpt) *harness {
 	h.cfg = cfg
 
 	h.quota = quota.Open(quota.Options{Limit: cfg.Quota.DailyRequests})
-	h.mon = health.New(health.Options{Quota: h.quota})
-	router := failover.New(cfg, nil, h.mon)
 	cat := catalog.New()
-	h.srv = proxy.New(proxy.Options{Config: cfg, Router: router, Catalog: cat, Pages: h.mon.Handler(), Gate: h.quota.Gate, Done: h.mon.Served})
-	h.mon.Attach(router, cat, h.srv.Client)
+	h.mon = health.New(health.Options{Config: cfg, Catalog: cat, Quota: h.quota})
+	router := failover.New(cfg, nil, h.mon)
+	h.srv = proxy.New(proxy.Options{Config: cfg, Router: router, Catalog: cat, Pages: h.mon.Handler(router), Gate: h.quota.Gate, Done: h.mon.Served})
 	ts := httptest.NewServer(h.srv)
 	t.Cleanup(ts.Close)
 	t.Cleanup(h.srv.Close)
@@ -98,12 +96,9 @@ func newHarness(t *testing.T, opts ...harnessOpt) *harness {
 	return h
 }
 
-// run starts the Monitor's loop until the test ends.
-func (h *harness) run(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { h.mon.Run(ctx) })
-	t.Cleanup(func() { cancel(); wg.Wait() })
+// probe probes the simulator and checks the account once, now.
+func (h *harness) probe() health.Probe {
+	return h.mon.ProbeNow(context.Background(), h.srv.Client())
 }
 
 // chat sends one chat completion for model and returns the status and the
@@ -161,17 +156,14 @@ func model(t *testing.T, s health.Status, id string) health.ModelStatus {
 }
 
 // fakeAccount is Chutes' account API: quota_usage and users/me answer what
-// the test sets; it records the Authorization it saw.
+// the test sets.
 type fakeAccount struct {
-	mu         sync.Mutex
-	quotaCode  int
-	quotaBody  string
-	userCode   int
-	userBody   string
-	auth       []string
-	calls      int
-	server     *httptest.Server
-	waitBefore time.Duration
+	mu        sync.Mutex
+	quotaCode int
+	quotaBody string
+	userCode  int
+	userBody  string
+	server    *httptest.Server
 }
 
 func newFakeAccount(t *testing.T) *fakeAccount {
@@ -190,17 +182,25 @@ func (f *fakeAccount) set(quotaCode int, quotaBody string, userCode int, userBod
 
 func (f *fakeAccount) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
-	f.auth = append(f.auth, r.Header.Get("Authorization"))
-	f.calls++
 	code, body := 404, `{"detail":"Not Found"}`
 	switch r.URL.Path {
-	case health.QuotaUsagePath:
+	case "/users/me/quota_usage/me":
 		code, body = f.quotaCode, f.quotaBody
-	case health.UserPath:
+	case "/users/me":
 		code, body = f.userCode, f.userBody
 	}
 	f.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	io.WriteString(w, body)
+}
+
+// hasAll fails the test for each fact text lacks.
+func hasAll(t *testing.T, text string, facts ...string) {
+	t.Helper()
+	for _, f := range facts {
+		if !strings.Contains(text, f) {
+			t.Errorf("%q lacks %q", text, f)
+		}
+	}
 }

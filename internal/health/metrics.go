@@ -10,13 +10,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sony/gobreaker/v2"
 
+	"github.com/chutes-proxy/chutes-proxy/internal/chutes"
 	"github.com/chutes-proxy/chutes-proxy/internal/failover"
 )
 
 // metrics is the Monitor's Prometheus side, on a registry of its own (no
 // globals, so tests and several Monitors in one process never collide).
 // Counters are updated on the hot path; state (breakers, quota, balance,
-// reachability) is read at scrape time by the collector below.
+// reachability) is read at scrape time by the collector below, which each
+// Handler registers with its Router.
 type metrics struct {
 	reg       *prometheus.Registry
 	requests  *prometheus.CounterVec
@@ -24,10 +26,9 @@ type metrics struct {
 	failovers *prometheus.CounterVec
 	skips     *prometheus.CounterVec
 	ttfb      *prometheus.HistogramVec
-	handler   http.Handler
 }
 
-func newMetrics(m *Monitor) *metrics {
+func newMetrics() *metrics {
 	x := &metrics{reg: prometheus.NewRegistry()}
 	x.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "chutes_proxy_requests_total",
@@ -50,10 +51,16 @@ func newMetrics(m *Monitor) *metrics {
 		Help:    "Time to the first byte of a served upstream response.",
 		Buckets: []float64{0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 13, 20, 30, 60},
 	}, []string{"model"})
-	x.reg.MustRegister(x.requests, x.attempts, x.failovers, x.skips, x.ttfb, stateCollector{m},
+	x.reg.MustRegister(x.requests, x.attempts, x.failovers, x.skips, x.ttfb,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	x.handler = promhttp.HandlerFor(x.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
 	return x
+}
+
+// handler serves the counters and m's state, with r's breakers.
+func (x *metrics) handler(m *Monitor, r Router) http.Handler {
+	state := prometheus.NewRegistry()
+	state.MustRegister(stateCollector{m, r})
+	return promhttp.HandlerFor(prometheus.Gatherers{x.reg, state}, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
 }
 
 func (x *metrics) attempt(model string, a failover.Attempt, latency time.Duration) {
@@ -72,10 +79,6 @@ func (x *metrics) attempt(model string, a failover.Attempt, latency time.Duratio
 
 func (x *metrics) failover(from, to string) { x.failovers.WithLabelValues(from, to).Inc() }
 
-// Gatherer is the Monitor's registry, for tests and for embedding its
-// metrics elsewhere.
-func (m *Monitor) Gatherer() prometheus.Gatherer { return m.metrics.reg }
-
 var (
 	descBreaker   = prometheus.NewDesc("chutes_proxy_breaker_state", "Circuit breaker state per model: 0 closed, 1 half-open, 2 open.", []string{"model"}, nil)
 	descAvailable = prometheus.NewDesc("chutes_proxy_model_available", "1 when the model would be tried now (breaker not open, not cooling after a 429, listed upstream).", []string{"model"}, nil)
@@ -87,8 +90,11 @@ var (
 	descProbe     = prometheus.NewDesc("chutes_proxy_probe_duration_seconds", "Duration of the last upstream probe.", nil, nil)
 )
 
-// stateCollector reads the Monitor's state at scrape time.
-type stateCollector struct{ m *Monitor }
+// stateCollector reads the Monitor's and the router's state at scrape time.
+type stateCollector struct {
+	m *Monitor
+	r Router
+}
 
 func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descBreaker, descAvailable, descQuotaUsed, descQuotaMax, descBalance, descKey, descUp, descProbe} {
@@ -97,52 +103,48 @@ func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
-	m := c.m
-	if m.router != nil {
-		now := m.now()
-		for _, fm := range m.router.Models() {
-			label := m.label(fm.ID)
-			if label == "other" {
-				continue
-			}
-			st := fm.State()
-			v := 0.0
-			switch st {
-			case gobreaker.StateHalfOpen:
-				v = 1
-			case gobreaker.StateOpen:
-				v = 2
-			}
-			ch <- prometheus.MustNewConstMetric(descBreaker, prometheus.GaugeValue, v, label)
-			avail := st != gobreaker.StateOpen && fm.CoolingUntil(now).IsZero()
-			if m.catalog != nil {
-				if listed, known := m.catalog.Listed(fm.ID); known && !listed {
-					avail = false
-				}
-			}
-			ch <- prometheus.MustNewConstMetric(descAvailable, prometheus.GaugeValue, b2f(avail), label)
+	m, now := c.m, time.Now()
+	for _, fm := range c.r.Models() {
+		label := m.label(fm.ID)
+		if label == "other" {
+			continue
 		}
+		st := fm.State()
+		v := 0.0
+		switch st {
+		case gobreaker.StateHalfOpen:
+			v = 1
+		case gobreaker.StateOpen:
+			v = 2
+		}
+		ch <- prometheus.MustNewConstMetric(descBreaker, prometheus.GaugeValue, v, label)
+		avail := st != gobreaker.StateOpen && fm.CoolingUntil(now).IsZero()
+		if listed, known := m.catalog.Listed(fm.ID); known && !listed {
+			avail = false
+		}
+		ch <- prometheus.MustNewConstMetric(descAvailable, prometheus.GaugeValue, b2f(avail), label)
 	}
 	if m.quota != nil {
 		s := m.quota.Snapshot()
 		ch <- prometheus.MustNewConstMetric(descQuotaUsed, prometheus.GaugeValue, float64(s.Count), "proxy")
 		ch <- prometheus.MustNewConstMetric(descQuotaMax, prometheus.GaugeValue, float64(s.Limit), "proxy")
 	}
-	if a, ok := m.Account(); ok {
-		if a.KeyState != KeyUnknown {
-			ch <- prometheus.MustNewConstMetric(descKey, prometheus.GaugeValue, b2f(a.KeyState == KeyAccepted))
+	p, probed, a, checked := m.state()
+	if checked {
+		if a.KeyState != chutes.KeyUnknown {
+			ch <- prometheus.MustNewConstMetric(descKey, prometheus.GaugeValue, b2f(a.KeyState == chutes.KeyAccepted))
 		}
 		if a.HasQuota {
-			ch <- prometheus.MustNewConstMetric(descQuotaUsed, prometheus.GaugeValue, a.QuotaUsed, "chutes")
-			ch <- prometheus.MustNewConstMetric(descQuotaMax, prometheus.GaugeValue, a.QuotaLimit, "chutes")
+			ch <- prometheus.MustNewConstMetric(descQuotaUsed, prometheus.GaugeValue, a.Quota.Used, "chutes")
+			ch <- prometheus.MustNewConstMetric(descQuotaMax, prometheus.GaugeValue, a.Quota.Limit, "chutes")
 		}
 		if a.HasBalance && !math.IsNaN(a.Balance) {
 			ch <- prometheus.MustNewConstMetric(descBalance, prometheus.GaugeValue, a.Balance)
 		}
 	}
-	if r, ok := m.Reachability(); ok {
-		ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, b2f(r.OK()))
-		ch <- prometheus.MustNewConstMetric(descProbe, prometheus.GaugeValue, float64(r.LatencyMS)/1000)
+	if probed {
+		ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, b2f(p.OK()))
+		ch <- prometheus.MustNewConstMetric(descProbe, prometheus.GaugeValue, float64(p.LatencyMS)/1000)
 	}
 }
 

@@ -9,6 +9,7 @@ package health
 import (
 	"context"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"slices"
 	"sync"
@@ -16,6 +17,8 @@ import (
 	"time"
 
 	"github.com/chutes-proxy/chutes-proxy/internal/catalog"
+	"github.com/chutes-proxy/chutes-proxy/internal/chutes"
+	"github.com/chutes-proxy/chutes-proxy/internal/config"
 	"github.com/chutes-proxy/chutes-proxy/internal/failover"
 	"github.com/chutes-proxy/chutes-proxy/internal/quota"
 )
@@ -33,74 +36,102 @@ const ringSize = 512
 // client may send any model name; the rest are counted as "other".
 const maxModels = 256
 
-// Options configure a Monitor. All are optional.
+// Options configure a Monitor.
 type Options struct {
+	// Config is the config in force at start; required. Reload replaces it.
+	Config *config.Config
+	// Catalog is the upstream's model list, which each probe refreshes and
+	// /status reads; nil means one of the Monitor's own.
+	Catalog Catalog
 	// Logger; nil discards.
 	Logger *slog.Logger
 	// Quota is the proxy's own daily count; every upstream attempt is added
 	// to it. nil means none.
 	Quota *quota.Counter
-	// Now; nil means time.Now.
-	Now func() time.Time
 }
 
-// Monitor keeps the health picture. Build it with New, hand it to
-// failover.New as the Observer, then Attach the router, catalog and upstream
-// client before serving its Handler or calling Run.
-type Monitor struct {
-	log   *slog.Logger
-	now   func() time.Time
-	quota *quota.Counter
+// Router is what the Monitor reads of failover.Router: chains, aliases and
+// each model's breaker, limiter and cooling.
+type Router interface {
+	Resolve(name string) []string
+	Aliases() map[string]string
+	Model(id string) *failover.Model
+	Models() []*failover.Model
+}
 
-	router  *failover.Router
-	catalog *catalog.Catalog
-	client  func() *http.Client
+// Catalog is what the Monitor needs of the upstream's model list.
+type Catalog interface {
+	Listed(id string) (listed, known bool)
+	Lookup(id string) (catalog.Entry, bool)
+	Set(entries []catalog.Entry, at time.Time)
+}
+
+// Monitor keeps the health picture. It is the router's failover.Observer;
+// Handler serves what it knows, Run keeps the probe going.
+type Monitor struct {
+	log     *slog.Logger
+	quota   *quota.Counter
+	catalog Catalog
+	conf    atomic.Pointer[settings]
 
 	mu     sync.RWMutex
 	models map[string]*modelStats
 
 	stateMu sync.Mutex
-	reach   Reachability
+	reach   Probe
 	probed  bool // reach holds a probe's result
-	account Account
+	account chutes.Account
 	checked bool // account holds a check's result
 
 	wake    chan struct{}
 	metrics *metrics
-	started atomic.Bool
+}
+
+// settings is the config in force and what the hot path reads of it.
+type settings struct {
+	cfg *config.Config
+	// chained holds every configured id and fallback: the models that are
+	// always tracked, whatever clients send.
+	chained map[string]bool
 }
 
 // New returns a Monitor.
 func New(o Options) *Monitor {
-	m := &Monitor{log: o.Logger, now: o.Now, quota: o.Quota, models: map[string]*modelStats{}, wake: make(chan struct{}, 1)}
+	m := &Monitor{log: o.Logger, quota: o.Quota, catalog: o.Catalog, models: map[string]*modelStats{}, wake: make(chan struct{}, 1)}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
 	}
 	m.log = m.log.With("component", "health")
-	if m.now == nil {
-		m.now = time.Now
+	if m.catalog == nil {
+		m.catalog = catalog.New()
 	}
-	m.metrics = newMetrics(m)
+	m.setConfig(o.Config)
+	m.metrics = newMetrics()
 	return m
 }
 
-// Attach gives the Monitor what it reads: the router (breaker state and the
-// config in force), the upstream's model list, and the proxy's upstream
-// client (proxy.Server.Client), which the probe and the account check use so
-// that they go through the same resolver and proxy settings as requests.
-// Call it once, before Run and before serving Handler.
-func (m *Monitor) Attach(r *failover.Router, c *catalog.Catalog, client func() *http.Client) {
-	m.router, m.catalog, m.client = r, c, client
-}
-
-// Wake makes Run probe at once, e.g. after a config reload changed the
-// upstream, the key or the probe interval.
-func (m *Monitor) Wake() {
+// Reload puts cfg in force, as the router's Update does, and makes Run
+// probe at once: the upstream, the key or the interval may have changed.
+func (m *Monitor) Reload(cfg *config.Config) {
+	m.setConfig(cfg)
 	select {
 	case m.wake <- struct{}{}:
 	default:
 	}
 }
+
+func (m *Monitor) setConfig(cfg *config.Config) {
+	s := &settings{cfg: cfg, chained: map[string]bool{}}
+	for _, cm := range cfg.Models {
+		s.chained[cm.ID] = true
+		for _, f := range cm.Fallbacks {
+			s.chained[f] = true // an alias names a configured id, also in the set
+		}
+	}
+	m.conf.Store(s)
+}
+
+func (m *Monitor) config() *config.Config { return m.conf.Load().cfg }
 
 // sample is one upstream attempt.
 type sample struct {
@@ -144,27 +175,11 @@ func (m *Monitor) stats(id string) *modelStats {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if s = m.models[id]; s == nil && (len(m.models) < maxModels || m.configured(id)) {
+	if s = m.models[id]; s == nil && (len(m.models) < maxModels || m.conf.Load().chained[id]) {
 		s = &modelStats{}
 		m.models[id] = s
 	}
 	return s
-}
-
-// configured reports whether id is a configured model or in a chain, which
-// are always tracked.
-func (m *Monitor) configured(id string) bool {
-	if m.router == nil {
-		return false
-	}
-	for _, cm := range m.router.Config().Models {
-		for _, c := range m.router.Resolve(cm.ID) {
-			if c == id {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // label is id as a metric label: itself when tracked, else "other".
@@ -172,7 +187,7 @@ func (m *Monitor) label(id string) string {
 	m.mu.RLock()
 	_, ok := m.models[id]
 	m.mu.RUnlock()
-	if ok || m.configured(id) {
+	if ok || m.conf.Load().chained[id] {
 		return id
 	}
 	return "other"
@@ -207,7 +222,7 @@ func (m *Monitor) Attempted(model string, a failover.Attempt, latency time.Durat
 	default:
 		k = sCanceled
 	}
-	now := m.now()
+	now := time.Now()
 	ms := uint32(min(max(latency.Milliseconds(), 0), 1<<32-1))
 	s.mu.Lock()
 	s.ring[s.n%ringSize] = sample{at: now.UnixNano(), ms: ms, kind: k}
@@ -220,12 +235,11 @@ func (m *Monitor) Attempted(model string, a failover.Attempt, latency time.Durat
 	s.mu.Unlock()
 }
 
-// Walked records a whole walk along a chain: each hop from one model to the
-// next (after a failure or a skip) is a failover, counted in
-// chutes_proxy_failovers_total{from,to}. failover.Router.Do should call it
-// once per walk when its Observer has this method; until it does, that
-// series stays empty (the Observer alone cannot tell which attempts belong
-// to one request).
+// Walked records a whole walk along a chain (failover.WalkObserver, which
+// Router.Do calls once per walk): each hop from one model to the next,
+// after a failure or a skip, is a failover, counted in
+// chutes_proxy_failovers_total{from,to}. Attempted alone cannot tell which
+// attempts belong to one request.
 func (m *Monitor) Walked(res failover.Result, _ error) {
 	for i := 0; i+1 < len(res.Attempts); i++ {
 		m.metrics.failover(m.label(res.Attempts[i].Model), m.label(res.Attempts[i+1].Model))
@@ -282,121 +296,143 @@ func percentile(sorted []uint32, p int) uint32 {
 
 // Run probes the upstream and checks the account every
 // [health] probe_interval (jittered ±10 %, backing off up to 5 minutes
-// while the upstream is unreachable) until ctx ends. probe_interval 0 turns
-// both off; a config reload that turns them on takes effect after Wake.
-func (m *Monitor) Run(ctx context.Context) {
-	m.started.Store(true)
-	var timer *time.Timer
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
+// while the upstream is unreachable) until ctx ends, with the client that
+// client returns then: the proxy's upstream client (proxy.Server.Client), so
+// that probes go through the resolver and proxy settings requests use.
+// probe_interval 0 turns both off; a Reload that turns them on takes effect
+// at once.
+func (m *Monitor) Run(ctx context.Context, client func() *http.Client) {
 	for {
-		cfg := m.router.Config()
-		every := cfg.Health.ProbeInterval.D()
 		var tick <-chan time.Time
-		if every > 0 {
-			r := m.ProbeNow(ctx)
+		if every := m.config().Health.ProbeInterval.D(); every > 0 {
+			p := m.ProbeNow(ctx, client())
 			if ctx.Err() != nil {
 				return
 			}
-			d := nextDelay(every, r.Failures, jitter())
+			d := nextDelay(every, p.Failures, jitter())
 			m.stateMu.Lock()
-			m.reach.Next = m.now().Add(d)
+			m.reach.Next = time.Now().Add(d)
 			m.stateMu.Unlock()
-			timer = time.NewTimer(d)
-			tick = timer.C
+			tick = time.After(d)
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick:
 		case <-m.wake:
-			if timer != nil {
-				timer.Stop()
-			}
 		}
 	}
 }
 
-// ProbeNow probes the upstream and checks the account once, now, and
-// records the results.
-func (m *Monitor) ProbeNow(ctx context.Context) Reachability {
-	cfg := m.router.Config()
-	client := m.client()
+// Probe is the last probe of the upstream, with the backoff's state.
+type Probe struct {
+	chutes.Reachability
+	// Failures counts consecutive failed probes (the backoff's exponent).
+	Failures int `json:"consecutive_failures"`
+	// Next is when the next probe is due; zero when none is scheduled.
+	Next time.Time `json:"next_probe,omitzero"`
+}
+
+// ProbeNow probes the upstream with client, refreshing the model list, and
+// checks the account once, now, and records the results.
+func (m *Monitor) ProbeNow(ctx context.Context, client *http.Client) Probe {
+	cfg := m.config()
 	key := cfg.Upstream.APIKey.Reveal()
-	r := Probe(ctx, client, m.catalog, cfg.Upstream.BaseURL, key)
+	r, entries := chutes.Probe(ctx, client, cfg.Upstream.BaseURL, key)
+	p := Probe{Reachability: r}
 	if ctx.Err() != nil {
-		return r
+		return p
+	}
+	if r.OK() {
+		m.catalog.Set(entries, time.Now())
 	}
 	m.stateMu.Lock()
 	prev := m.reach
 	if !r.OK() {
-		r.Failures = prev.Failures + 1
+		p.Failures = prev.Failures + 1
 	}
 	if !r.OK() && (prev.Failures == 0 || !m.probed) {
 		m.log.Warn("upstream unreachable", "upstream", cfg.Upstream.BaseURL, "step", r.FailedStep, "err", r.Error)
 	} else if r.OK() && prev.Failures > 0 {
 		m.log.Info("upstream reachable again", "upstream", cfg.Upstream.BaseURL, "latency_ms", r.LatencyMS)
 	}
-	m.reach, m.probed = r, true
+	m.reach, m.probed = p, true
 	m.stateMu.Unlock()
 
-	if key != "" && cfg.Upstream.AccountURL != "" {
-		a := CheckAccount(ctx, client, cfg.Upstream.AccountURL, key)
+	var a chutes.Account
+	checked := key != "" && cfg.Upstream.AccountURL != ""
+	if checked {
+		a = chutes.CheckAccount(ctx, client, cfg.Upstream.AccountURL, key)
 		if ctx.Err() != nil {
-			return r
+			return p
 		}
-		m.stateMu.Lock()
-		if a.KeyState == KeyRejected && m.account.KeyState != KeyRejected {
-			m.log.Error("Chutes rejected the configured API key", "key", cfg.Upstream.APIKey, "status", a.Status, "reason", a.Error)
-		}
-		if a.KeyState == KeyUnknown && m.checked {
-			// Keep the last numbers known; say the check failed.
-			old := m.account
-			old.Error, old.CheckedAt, old.Status = a.Error, a.CheckedAt, a.Status
-			a = old
-		}
-		m.account, m.checked = a, true
-		m.stateMu.Unlock()
-	} else {
-		m.stateMu.Lock()
-		m.account, m.checked = Account{}, false
-		m.stateMu.Unlock()
 	}
-	return r
-}
-
-// Reachability returns the last probe's result; ok is false before the
-// first probe.
-func (m *Monitor) Reachability() (r Reachability, ok bool) {
 	m.stateMu.Lock()
 	defer m.stateMu.Unlock()
-	return m.reach, m.probed
+	if a.KeyState == chutes.KeyRejected && m.account.KeyState != chutes.KeyRejected {
+		m.log.Error("Chutes rejected the configured API key", "key", cfg.Upstream.APIKey, "status", a.Status, "reason", a.Error)
+	}
+	if a.KeyState == chutes.KeyUnknown && m.checked {
+		// Keep the last numbers known; say the check failed.
+		old := m.account
+		old.Error, old.CheckedAt, old.Status = a.Error, a.CheckedAt, a.Status
+		a = old
+	}
+	m.account, m.checked = a, checked
+	return p
 }
 
-// Account returns the last account check; ok is false when none was made
-// (no key configured, account_url "", probe off, or not yet).
-func (m *Monitor) Account() (a Account, ok bool) {
+// state returns the last probe and account check; probed and checked are
+// false when there was none (checked also with no key or account_url "").
+func (m *Monitor) state() (p Probe, probed bool, a chutes.Account, checked bool) {
 	m.stateMu.Lock()
 	defer m.stateMu.Unlock()
-	return m.account, m.checked
+	return m.reach, m.probed, m.account, m.checked
 }
 
 // AccountSummary describes the account for the payment_required
-// diagnostic (diagnose.Env.Account), e.g. "300 of 300 requests used today
-// (the daily quota is used up; it resets at 00:00 UTC, in 5h12m); balance
+// diagnostic (diagnose.Env.Account), e.g. "300 of 300 requests used today:
+// the daily quota is used up (resets at 00:00 UTC, in 5h12m); balance
 // $0.00". It shows the larger of Chutes' count and the proxy's own, since
 // Chutes' metering lags. "" when nothing is known.
 func (m *Monitor) AccountSummary() string {
-	a, ok := m.Account()
-	if !ok {
+	_, _, a, checked := m.state()
+	if !checked {
 		return ""
 	}
-	own := 0
-	if m.quota != nil {
-		own = m.quota.Today()
-	}
-	return a.Summary(own, m.now())
+	return a.Summary(m.ownCount(), time.Now())
 }
+
+// ownCount is the proxy's own count today, 0 without a Counter.
+func (m *Monitor) ownCount() int {
+	if m.quota == nil {
+		return 0
+	}
+	return m.quota.Today()
+}
+
+// maxBackoff is the longest wait between probes while the upstream is
+// unreachable (unless probe_interval itself is longer).
+const maxBackoff = 5 * time.Minute
+
+// nextDelay is the wait before the next probe: every, doubled per
+// consecutive failure up to maxBackoff (or every, if that is longer),
+// times j (a jitter factor around 1) so that many proxies do not probe in
+// step.
+func nextDelay(every time.Duration, failures int, j float64) time.Duration {
+	d := every
+	if failures > 0 {
+		ceiling := max(every, maxBackoff)
+		for range min(failures, 20) {
+			d *= 2
+			if d >= ceiling {
+				d = ceiling
+				break
+			}
+		}
+	}
+	return time.Duration(float64(d) * j)
+}
+
+// jitter is a factor in [0.9, 1.1).
+func jitter() float64 { return 0.9 + 0.2*rand.Float64() }

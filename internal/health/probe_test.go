@@ -2,170 +2,130 @@ package health_test
 
 import (
 	"context"
+	"encoding/json"
 	"io"
-	"log"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
-	"github.com/chutes-proxy/chutes-proxy/internal/catalog"
+	"github.com/chutes-proxy/chutes-proxy/internal/chutes"
 	"github.com/chutes-proxy/chutes-proxy/internal/config"
+	"github.com/chutes-proxy/chutes-proxy/internal/failover"
 	"github.com/chutes-proxy/chutes-proxy/internal/health"
-	"github.com/chutes-proxy/chutes-proxy/internal/proxy"
 )
 
-// TestProbeSteps probes real loopback servers that fail at each step and
-// checks that the failed step is named.
-func TestProbeSteps(t *testing.T) {
-	list := `{"object":"list","data":[{"id":"a/b","context_length":4096},{"id":"c/d"}]}`
-	serve := func(code int, body string) *httptest.Server {
-		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			w.WriteHeader(code)
-			io.WriteString(w, body)
-		}))
-		t.Cleanup(s.Close)
-		return s
-	}
-	tlsSrv := httptest.NewUnstartedServer(http.NotFoundHandler())
-	tlsSrv.Config.ErrorLog = log.New(io.Discard, "", 0) // the handshake fails on purpose
-	tlsSrv.StartTLS()
-	t.Cleanup(tlsSrv.Close)
-	closed := httptest.NewServer(http.NotFoundHandler())
-	closedURL := closed.URL
-	closed.Close()
+// inMemory serves requests with a handler, without sockets, so that a
+// Monitor runs inside a synctest bubble.
+type inMemory http.HandlerFunc
 
-	plain := func() *http.Client { return &http.Client{Transport: proxy.NewTransport(config.Upstream{})} }
-	tests := []struct {
-		name     string
-		base     string
-		client   *http.Client
-		wantStep string
-		wantErr  string
-		check    func(t *testing.T, r health.Reachability)
-	}{
-		{name: "ok", base: serve(200, list).URL + "/v1", client: plain(),
-			check: func(t *testing.T, r health.Reachability) {
-				if r.Models != 2 || r.Status != 200 || r.ConnectMS == nil || r.TTFBMS == nil || r.TLSMS != nil || r.DNSMS != nil {
-					t.Fatalf("%+v", r)
-				}
-			}},
-		{name: "dns", base: "http://chutes-probe.test/v1",
-			client:   &http.Client{Transport: proxy.NewTransport(config.Upstream{Resolver: "127.0.0.1:1", ConnectTimeout: config.Duration(2 * time.Second)})},
-			wantStep: health.StepDNS, wantErr: "chutes-probe.test"},
-		{name: "connect", base: closedURL + "/v1", client: plain(), wantStep: health.StepConnect, wantErr: "connection failed"},
-		{name: "tls", base: tlsSrv.URL + "/v1", client: plain(), wantStep: health.StepTLS, wantErr: "certificate"},
-		{name: "http status", base: serve(503, `{"detail":"busy"}`).URL + "/v1", client: plain(), wantStep: health.StepHTTP, wantErr: "answered 503 Service Unavailable"},
-		{name: "not a model list", base: serve(200, `<html>welcome</html>`).URL, client: plain(), wantStep: health.StepResponse, wantErr: "base_url looks wrong"},
+func (h inMemory) RoundTrip(r *http.Request) (*http.Response, error) {
+	rec := httptest.NewRecorder()
+	h(rec, r)
+	return rec.Result(), nil
+}
+
+// bubble is a Monitor for an upstream served in memory.
+type bubble struct {
+	mon    *health.Monitor
+	cfg    *config.Config
+	pages  http.Handler
+	client func() *http.Client
+}
+
+// newBubble is a Monitor for an upstream served by h, with the probe every
+// interval.
+func newBubble(t *testing.T, interval time.Duration, h http.HandlerFunc) *bubble {
+	cfg, err := config.Load(config.Options{Getenv: func(string) string { return "" }, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			defer tt.client.CloseIdleConnections()
-			cat := catalog.New()
-			r := health.Probe(context.Background(), tt.client, cat, tt.base, "")
-			if r.FailedStep != tt.wantStep || !strings.Contains(r.Error, tt.wantErr) || r.OK() != (tt.wantStep == "") {
-				t.Fatalf("probe = %+v, want step %q error containing %q", r, tt.wantStep, tt.wantErr)
-			}
-			if tt.check != nil {
-				tt.check(t, r)
-			}
-		})
+	cfg.Upstream.BaseURL = "https://llm.chutes.ai/v1"
+	cfg.Upstream.AccountURL = ""
+	cfg.Health.ProbeInterval = config.Duration(interval)
+	b := &bubble{cfg: cfg, mon: health.New(health.Options{Config: cfg})}
+	b.pages = b.mon.Handler(failover.New(cfg, nil, b.mon))
+	client := &http.Client{Transport: inMemory(h)}
+	b.client = func() *http.Client { return client }
+	return b
+}
+
+// status decodes GET /status.
+func (b *bubble) status(t *testing.T) health.Status {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	b.pages.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/status", nil))
+	var s health.Status
+	if err := json.Unmarshal(rec.Body.Bytes(), &s); err != nil {
+		t.Fatalf("/status: %v", err)
 	}
+	return s
 }
 
 // TestProbeBacksOff runs the Monitor's loop against an upstream that
-// answers 503 with a 20 ms interval: the waits double, so far fewer probes
-// than 20 ms apart happen; once the upstream recovers the next probe
-// (woken at once) resets the count.
+// answers 503 with a 20 ms interval: the waits double (40, 80, 160, 320,
+// 640 ms, ±10 %), so 700 ms hold 5 probes, not 35; once the upstream
+// recovers, a Reload probes at once and resets the count.
 func TestProbeBacksOff(t *testing.T) {
-	var hits atomic.Int32
-	var healthy atomic.Bool
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hits.Add(1)
-		if !healthy.Load() {
-			w.WriteHeader(503)
-			return
-		}
-		io.WriteString(w, `{"data":[{"id":"a/b"}]}`)
-	}))
-	defer up.Close()
-	h := newHarness(t, func(c *config.Config) {
-		c.Upstream.BaseURL = up.URL + "/v1"
-		c.Health.ProbeInterval = config.Duration(20 * time.Millisecond)
-	})
-	h.run(t)
-	time.Sleep(700 * time.Millisecond)
-	n := int(hits.Load())
-	// Read a settled result: not one whose next probe is still being
-	// scheduled, nor one overtaken by a probe in flight.
-	var r health.Reachability
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		r, _ = h.mon.Reachability()
-		if !r.Next.IsZero() && r.Failures >= n-1 || time.Now().After(deadline) {
-			break
-		}
-	}
-	t.Logf("%d probes in 700 ms at a 20 ms interval while unreachable; consecutive failures %d; next wait %v",
-		n, r.Failures, r.Next.Sub(r.Checked).Round(time.Millisecond))
-	// Without backoff: ~35. With it: at 0, ~40, ~120, ~280, ~600 ms.
-	if n < 3 || n > 8 || r.Failures < n-1 || r.FailedStep != health.StepHTTP {
-		t.Fatalf("%d probes, reachability %+v", n, r)
-	}
-	if d, min := r.Next.Sub(r.Checked), time.Duration(float64(20*time.Millisecond<<r.Failures)*0.89); d < min {
-		t.Fatalf("next probe %v after the last, want the backed-off wait ≥ %v", d, min)
-	}
-	s := h.status(t)
-	if s.Level != health.LevelError || !strings.HasPrefix(s.Headline, "Chutes is unreachable: GET "+up.URL+"/v1/models answered 503") {
-		t.Fatalf("headline %q", s.Headline)
-	}
-
-	healthy.Store(true)
-	h.mon.Wake()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if r, _ := h.mon.Reachability(); r.OK() {
-			if r.Failures != 0 {
-				t.Fatalf("failures %d after recovery", r.Failures)
+	synctest.Test(t, func(t *testing.T) {
+		var hits atomic.Int32
+		var healthy atomic.Bool
+		b := newBubble(t, 20*time.Millisecond, func(w http.ResponseWriter, r *http.Request) {
+			hits.Add(1)
+			if !healthy.Load() {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				return
 			}
-			break
+			io.WriteString(w, `{"data":[{"id":"a/b"}]}`)
+		})
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		wg.Go(func() { b.mon.Run(ctx, b.client) })
+		defer func() { cancel(); wg.Wait() }()
+
+		time.Sleep(700 * time.Millisecond)
+		synctest.Wait()
+		s := b.status(t)
+		p := s.Upstream.Probe
+		if n := hits.Load(); n != 5 || p == nil || p.Failures != 5 || p.FailedStep != chutes.StepHTTP {
+			t.Fatalf("%d probes in 700 ms, last probe %+v", n, p)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("no successful probe after Wake")
+		if wait := p.Next.Sub(p.Checked); wait < 576*time.Millisecond {
+			t.Fatalf("next probe %v after the last, want the backed-off 640 ms ±10 %%", wait)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		if s.Level != health.LevelError {
+			t.Fatalf("level %s", s.Level)
+		}
+		hasAll(t, s.Headline, "unreachable", "/v1/models", "503")
+
+		healthy.Store(true)
+		b.mon.Reload(b.cfg)
+		synctest.Wait()
+		if p := b.status(t).Upstream.Probe; !p.OK() || p.Failures != 0 || p.Models != 1 || hits.Load() != 6 {
+			t.Fatalf("after recovery: %d probes, last %+v", hits.Load(), p)
+		}
+	})
 }
 
-// TestRunStopsOnCancel: Run returns promptly when its context ends, even
-// in the middle of a probe that hangs.
+// TestRunStopsOnCancel: Run returns when its context ends, even in the
+// middle of a probe that hangs, without waiting for the probe's time-out.
 func TestRunStopsOnCancel(t *testing.T) {
-	release := make(chan struct{})
-	var once sync.Once
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-release:
-		case <-r.Context().Done():
+	synctest.Test(t, func(t *testing.T) {
+		b := newBubble(t, time.Hour, func(w http.ResponseWriter, r *http.Request) {
+			<-r.Context().Done()
+		})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { b.mon.Run(ctx, b.client); close(done) }()
+		synctest.Wait() // the probe hangs
+		start := time.Now()
+		cancel()
+		<-done
+		if waited := time.Since(start); waited != 0 {
+			t.Fatalf("Run returned %v after cancel", waited)
 		}
-	}))
-	defer up.Close()
-	defer once.Do(func() { close(release) })
-	h := newHarness(t, func(c *config.Config) {
-		c.Upstream.BaseURL = up.URL + "/v1"
-		c.Health.ProbeInterval = config.Duration(time.Hour)
 	})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { h.mon.Run(ctx); close(done) }()
-	time.Sleep(50 * time.Millisecond)
-	start := time.Now()
-	cancel()
-	select {
-	case <-done:
-	case <-time.After(3 * time.Second):
-		t.Fatal("Run did not return after cancel")
-	}
-	t.Logf("Run returned %v after cancel", time.Since(start).Round(time.Millisecond))
 }

@@ -10,8 +10,11 @@ import (
 
 	"github.com/sony/gobreaker/v2"
 
+	"github.com/chutes-proxy/chutes-proxy/internal/chutes"
 	"github.com/chutes-proxy/chutes-proxy/internal/config"
 	"github.com/chutes-proxy/chutes-proxy/internal/diagnose"
+	"github.com/chutes-proxy/chutes-proxy/internal/failover"
+	"github.com/chutes-proxy/chutes-proxy/internal/human"
 	"github.com/chutes-proxy/chutes-proxy/internal/quota"
 )
 
@@ -54,7 +57,7 @@ type UpstreamStatus struct {
 	// ProbeIntervalS is [health] probe_interval in seconds; 0 = off.
 	ProbeIntervalS float64 `json:"probe_interval_s"`
 	// Probe is the last probe, null when none ran.
-	Probe *Reachability `json:"probe"`
+	Probe *Probe `json:"probe"`
 }
 
 // KeyStatus describes the configured key without showing it.
@@ -130,15 +133,15 @@ type Chain struct {
 	Serving string `json:"serving"`
 }
 
-// Status builds the health picture now.
-func (m *Monitor) Status() Status {
-	now := m.now()
-	cfg := m.router.Config()
+// status builds the health picture now, reading r's breakers.
+func (m *Monitor) status(r Router) Status {
+	now := time.Now()
+	cfg := m.config()
 	s := Status{Time: now.UTC(), Warnings: []string{}, Models: []ModelStatus{}, Chains: []Chain{}}
 
 	// Models: every chain in config order, then any other model seen.
 	aliases := map[string][]string{}
-	for a, id := range m.router.Aliases() {
+	for a, id := range r.Aliases() {
 		aliases[id] = append(aliases[id], a)
 	}
 	for _, v := range aliases {
@@ -152,7 +155,7 @@ func (m *Monitor) Status() Status {
 	seen := map[string]bool{}
 	inChains := map[string][]string{}
 	for _, cm := range cfg.Models {
-		chain := m.router.Resolve(cm.ID)
+		chain := r.Resolve(cm.ID)
 		s.Chains = append(s.Chains, Chain{Model: cm.ID, Aliases: nonNil(aliases[cm.ID]), Chain: chain})
 		for _, id := range chain {
 			inChains[id] = append(inChains[id], cm.ID)
@@ -163,7 +166,7 @@ func (m *Monitor) Status() Status {
 		}
 	}
 	var others []string
-	for _, rm := range m.router.Models() {
+	for _, rm := range r.Models() {
 		if !seen[rm.ID] {
 			seen[rm.ID] = true
 			others = append(others, rm.ID)
@@ -174,7 +177,7 @@ func (m *Monitor) Status() Status {
 
 	byID := map[string]*ModelStatus{}
 	for _, id := range order {
-		ms := m.modelStatus(id, now)
+		ms := m.modelStatus(r.Model(id), now)
 		ms.Configured = configured[id]
 		ms.Aliases = nonNil(aliases[id])
 		ms.InChains = nonNil(inChains[id])
@@ -194,9 +197,10 @@ func (m *Monitor) Status() Status {
 
 	// Upstream.
 	s.Upstream = UpstreamStatus{BaseURL: cfg.Upstream.BaseURL, ProbeIntervalS: cfg.Health.ProbeInterval.D().Seconds()}
-	if r, ok := m.Reachability(); ok {
-		s.Upstream.Probe = &r
-		up := r.OK()
+	p, probed, a, checked := m.state()
+	if probed {
+		s.Upstream.Probe = &p
+		up := p.OK()
 		s.Upstream.Reachable = &up
 	}
 
@@ -215,7 +219,6 @@ func (m *Monitor) Status() Status {
 			s.Warnings = append(s.Warnings, snap.Problem)
 		}
 	}
-	a, checked := m.Account()
 	switch {
 	case key == "":
 		s.Key.State, s.Key.Detail = KeyNotConfigured, "no [upstream] api_key: each app's own key is sent to Chutes"
@@ -227,20 +230,20 @@ func (m *Monitor) Status() Status {
 		s.Key.State, s.Key.Detail = KeyUnchecked, "not checked yet"
 	default:
 		s.Key.State, s.Key.Detail = a.KeyState, a.Error
-		if a.KeyState != KeyRejected && a.Error != "" {
+		if a.KeyState != chutes.KeyRejected && a.Error != "" {
 			s.Warnings = append(s.Warnings, a.Error)
 		}
-		if a.KeyState != KeyRejected {
+		if a.KeyState != chutes.KeyRejected {
 			s.Account = accountStatus(a, own, now)
-			if a.HasQuota && a.QuotaLimit > 0 && !a.QuotaExhausted(own) && *s.Account.UsedToday >= 0.8*a.QuotaLimit {
-				s.Warnings = append(s.Warnings, fmt.Sprintf("%.0f of Chutes' %.0f daily requests used", *s.Account.UsedToday, a.QuotaLimit))
+			if share := a.QuotaShare(own); share >= 0.8 && share < 1 {
+				s.Warnings = append(s.Warnings, fmt.Sprintf("%.0f of Chutes' %.0f daily requests used", a.UsedToday(own), a.Quota.Limit))
 			}
 		}
 	}
 	if key != "" && !strings.HasPrefix(key, "cpk_") {
 		s.Warnings = append(s.Warnings, "the configured key does not start with cpk_, so it is not a Chutes API key")
 	}
-	s.Level, s.Headline = headline(&s, a)
+	s.Level, s.Headline = headline(&s, a, own)
 	return s
 }
 
@@ -251,11 +254,10 @@ func nonNil(v []string) []string {
 	return v
 }
 
-func accountStatus(a Account, own int, now time.Time) *AccountStatus {
+func accountStatus(a chutes.Account, own int, now time.Time) *AccountStatus {
 	as := &AccountStatus{CheckedAt: a.CheckedAt.UTC(), QuotaReset: diagnose.NextUTCMidnight(now), Summary: a.Summary(own, now), Error: a.Error}
 	if a.HasQuota {
-		l, u := a.QuotaLimit, a.QuotaUsed
-		eff := math.Max(u, float64(own))
+		l, u, eff := a.Quota.Limit, a.Quota.Used, a.UsedToday(own)
 		as.QuotaLimit, as.QuotaUsed, as.UsedToday = &l, &u, &eff
 	}
 	if a.HasBalance {
@@ -266,8 +268,8 @@ func accountStatus(a Account, own int, now time.Time) *AccountStatus {
 }
 
 // modelStatus reads one model's breaker, limiter, listing and statistics.
-func (m *Monitor) modelStatus(id string, now time.Time) ModelStatus {
-	fm := m.router.Model(id)
+func (m *Monitor) modelStatus(fm *failover.Model, now time.Time) ModelStatus {
+	id := fm.ID
 	ms := ModelStatus{ID: id, State: fm.State().String(), WindowS: int(Window.Seconds())}
 	lim := fm.Limits()
 	ms.RequestsPerMinute = lim.RequestsPerMinute
@@ -275,13 +277,11 @@ func (m *Monitor) modelStatus(id string, now time.Time) ModelStatus {
 		t = math.Round(t*100) / 100
 		ms.RateLimitTokens = &t
 	}
-	if m.catalog != nil {
-		if listed, known := m.catalog.Listed(id); known {
-			ms.Listed = &listed
-		}
-		if e, ok := m.catalog.Lookup(id); ok {
-			ms.ContextLength = e.ContextLength
-		}
+	if listed, known := m.catalog.Listed(id); known {
+		ms.Listed = &listed
+	}
+	if e, ok := m.catalog.Lookup(id); ok {
+		ms.ContextLength = e.ContextLength
 	}
 	var w window
 	m.mu.RLock()
@@ -320,13 +320,13 @@ func (m *Monitor) modelStatus(id string, now time.Time) ModelStatus {
 			ms.WhyUnavailable += " (last: " + last + ")"
 		}
 		if d := u.Sub(now); d > 0 {
-			ms.WhyUnavailable += "; next try in " + shortDur(d)
+			ms.WhyUnavailable += "; next try in " + human.Duration(d)
 		}
 	case !fm.CoolingUntil(now).IsZero():
 		u := fm.CoolingUntil(now).UTC()
 		ms.CoolingUntil = &u
 		ms.Available = false
-		ms.WhyUnavailable = "overloaded (429); resting for " + shortDur(u.Sub(now))
+		ms.WhyUnavailable = "overloaded (429); resting for " + human.Duration(u.Sub(now))
 	case ms.Listed != nil && !*ms.Listed:
 		ms.Available = false
 		ms.WhyUnavailable = "not in Chutes' model list"
@@ -341,14 +341,7 @@ func shortReason(r string) string {
 		r = r[:i]
 	}
 	r = strings.TrimRight(strings.TrimSpace(r), ".")
-	r = strings.TrimSuffix(r, " (yet)")
-	if len(r) > 80 {
-		cut := 80
-		for cut > 0 && r[cut]&0xC0 == 0x80 {
-			cut--
-		}
-		r = r[:cut] + "…"
-	}
+	r = human.Truncate(strings.TrimSuffix(r, " (yet)"), 80)
 	if r != "" && r[0] >= 'A' && r[0] <= 'Z' && (len(r) < 2 || r[1] < 'A' || r[1] > 'Z') {
 		r = strings.ToLower(r[:1]) + r[1:]
 	}
@@ -371,12 +364,12 @@ func downWhy(ms *ModelStatus) string {
 }
 
 // headline is the sentence a person reads first, and its level.
-func headline(s *Status, a Account) (level, text string) {
+func headline(s *Status, a chutes.Account, own int) (level, text string) {
 	host := s.Upstream.BaseURL
 	if u, err := url.Parse(host); err == nil && u.Host != "" {
 		host = u.Hostname()
 	}
-	if s.Key.State == KeyRejected {
+	if s.Key.State == chutes.KeyRejected {
 		msg := "Chutes rejected your key"
 		if s.Key.Prefix != "" {
 			msg += " " + s.Key.Prefix
@@ -453,9 +446,9 @@ func headline(s *Status, a Account) (level, text string) {
 		raise(LevelError)
 		parts = append(parts, fmt.Sprintf("the proxy's own daily quota is used up (%d of %d), requests are refused until 00:00 UTC", q.Count, q.Limit))
 	}
-	if s.Account != nil && a.QuotaExhausted(quotaCount(s.Quota)) {
+	if s.Account != nil && a.QuotaExhausted(own) {
 		raise(LevelError)
-		p := fmt.Sprintf("Chutes' daily quota is used up (%.0f of %.0f, resets at 00:00 UTC)", *s.Account.UsedToday, a.QuotaLimit)
+		p := fmt.Sprintf("Chutes' daily quota is used up (%.0f of %.0f, resets at 00:00 UTC)", *s.Account.UsedToday, a.Quota.Limit)
 		if a.HasBalance && a.Balance <= 0 {
 			p += " and the balance is $0.00"
 		}
@@ -477,31 +470,20 @@ func headline(s *Status, a Account) (level, text string) {
 	return level, text
 }
 
-func quotaCount(q *quota.Snapshot) int {
-	if q == nil {
-		return 0
-	}
-	return q.Count
-}
-
 // unreachableWhy says which step failed and what to try.
-func unreachableWhy(r *Reachability, host string) string {
+func unreachableWhy(r *Probe, host string) string {
 	if r == nil {
 		return "not probed"
 	}
 	switch r.FailedStep {
-	case StepDNS:
+	case chutes.StepDNS:
 		return "the DNS lookup of " + host + " failed (" + r.Error + "); check the network or VPN, or set [upstream] resolver = \"1.1.1.1:53\" if only your resolver fails"
-	case StepConnect:
+	case chutes.StepConnect:
 		return "cannot connect to " + host + " (" + r.Error + "); check the network, a firewall or VPN"
-	case StepTLS:
+	case chutes.StepTLS:
 		return "the TLS handshake with " + host + " failed (" + r.Error + "); check the system clock, or a proxy or antivirus that intercepts HTTPS"
-	case StepHTTP:
-		return r.Error
-	case StepResponse:
-		return r.Error
-	case StepTimeout:
-		return host + " did not answer within " + probeTimeout.String()
+	case chutes.StepResponse:
+		return r.Error + ": base_url looks wrong"
 	}
 	return r.Error
 }
