@@ -2,6 +2,7 @@ package simulator
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -16,6 +17,8 @@ const (
 	KindHeadersThenHang = "headers_then_hang" // 200 headers flushed, then silence until the client leaves
 	KindHang            = "hang"              // nothing at all until the client leaves
 	KindDropAfter       = "drop_after"        // DropAfter SSE events, the bare error line, connection cut
+	KindEndAfter        = "end_after"         // EndAfter SSE events, then a clean end without [DONE]
+	KindStallAfter      = "stall_after"       // StallAfter SSE events, then silence until the client leaves
 	KindGarbage         = "garbage"           // 200 with an HTML page instead of JSON
 	KindErrorFirstEvent = "error_first_event" // 200 SSE whose first line is an error
 	KindFlaky           = "flaky"             // 503 with probability FailureRate, healthy otherwise
@@ -24,8 +27,15 @@ const (
 // kinds lists every behavior kind, in documentation order.
 var kinds = []string{
 	KindHealthy, KindDown, KindOverloaded, KindPaymentRequired, KindNotFound,
-	KindHeadersThenHang, KindHang, KindDropAfter, KindGarbage, KindErrorFirstEvent, KindFlaky,
+	KindHeadersThenHang, KindHang, KindDropAfter, KindEndAfter, KindStallAfter, KindGarbage,
+	KindErrorFirstEvent, KindFlaky,
 }
+
+// Names of the reasoning field, for Behavior.ReasoningField.
+const (
+	ReasoningFieldContent   = "reasoning_content" // vLLM's and DeepSeek's name, the default
+	ReasoningFieldReasoning = "reasoning"         // newer vLLM's and OpenRouter's name
+)
 
 // Kinds returns every valid Behavior.Kind.
 func Kinds() []string { return append([]string(nil), kinds...) }
@@ -33,6 +43,10 @@ func Kinds() []string { return append([]string(nil), kinds...) }
 // DefaultReply is what a healthy model says when Behavior.Reply is empty.
 // Tokens are words, so this is a 13-token reply.
 const DefaultReply = "Hello from the Chutes simulator. This reply is canned, one word per token."
+
+// DefaultToolArguments are the arguments of a tool call when
+// Behavior.ToolArguments is empty.
+const DefaultToolArguments = `{"location": "Paris, France", "unit": "celsius"}`
 
 // DefaultContextLength is the context length /v1/models lists for a model
 // whose Behavior.ContextLength is 0.
@@ -70,6 +84,30 @@ type Behavior struct {
 	// ErrorAsData makes error_first_event send `data: {"error": {...}}`
 	// instead of the bare `{"error": "..."}` line (both happen on Chutes).
 	ErrorAsData bool
+	// EndAfter is how many SSE events an end_after model sends before it
+	// ends the stream cleanly, without finish_reason or [DONE]; counted as
+	// DropAfter is.
+	EndAfter int
+	// StallAfter is how many SSE events a stall_after model sends before it
+	// goes silent until the client leaves; counted as DropAfter is.
+	StallAfter int
+	// FailureKind is how a flaky model's failed requests are served: any
+	// kind but flaky; "" means down (503).
+	FailureKind string
+	// ReasoningField names the delta and message field reasoning goes in:
+	// ReasoningFieldContent ("" means it) or ReasoningFieldReasoning.
+	ReasoningField string
+	// Refusal, when not empty, makes the model refuse with this text: chat
+	// replies carry it as refusal (content null), completions as the text.
+	Refusal string
+	// ToolCalls, when > 0, makes the model answer a chat request that
+	// offers tools with this many tool calls instead of text (finish_reason
+	// "tool_calls"); 0 means it always answers with text.
+	ToolCalls int
+	// ToolArguments are each tool call's arguments, streamed in pieces of
+	// up to 5 bytes; "" means DefaultToolArguments. Not checked: a model
+	// may well write broken JSON.
+	ToolArguments string
 }
 
 // Validate reports the first problem with b, naming the field by its TOML key.
@@ -93,8 +131,38 @@ func (b Behavior) Validate() error {
 		return fmt.Errorf("failure_rate: must be between 0 and 1, got %v", b.FailureRate)
 	case b.ContextLength < 0:
 		return fmt.Errorf("context_length: must not be negative, got %d", b.ContextLength)
+	case b.EndAfter < 0:
+		return fmt.Errorf("end_after: must not be negative, got %d", b.EndAfter)
+	case b.StallAfter < 0:
+		return fmt.Errorf("stall_after: must not be negative, got %d", b.StallAfter)
+	case b.ToolCalls < 0 || b.ToolCalls > maxToolCalls:
+		return fmt.Errorf("tool_calls: must be between 0 and %d, got %d", maxToolCalls, b.ToolCalls)
+	case b.ReasoningField != "" && b.ReasoningField != ReasoningFieldContent && b.ReasoningField != ReasoningFieldReasoning:
+		return fmt.Errorf("reasoning_field: want %q or %q, got %q", ReasoningFieldContent, ReasoningFieldReasoning, b.ReasoningField)
+	}
+	if b.FailureKind != "" && (b.FailureKind == KindFlaky || !slices.Contains(kinds, b.FailureKind)) {
+		return fmt.Errorf("failure_kind: want a kind other than flaky (%s), got %q",
+			strings.Join(slices.DeleteFunc(Kinds(), func(k string) bool { return k == KindFlaky }), ", "), b.FailureKind)
 	}
 	return nil
+}
+
+// maxToolCalls bounds Behavior.ToolCalls: a reply with more calls is surely
+// a typo.
+const maxToolCalls = 64
+
+func (b Behavior) failureKind() string {
+	if b.FailureKind == "" {
+		return KindDown
+	}
+	return b.FailureKind
+}
+
+func (b Behavior) toolArguments() string {
+	if b.ToolArguments == "" {
+		return DefaultToolArguments
+	}
+	return b.ToolArguments
 }
 
 func (b Behavior) kind() string {

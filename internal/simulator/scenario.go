@@ -2,6 +2,7 @@ package simulator
 
 import (
 	"bytes"
+	_ "embed"
 	"errors"
 	"fmt"
 	"os"
@@ -84,6 +85,25 @@ func DefaultScenario() Scenario {
 			}},
 		},
 	}
+}
+
+// resumeTOML is the resume demo's scenario, shipped in the binary and in
+// the repository (for `chutes-proxy simulate --scenario`).
+//
+//go:embed scenarios/resume.toml
+var resumeTOML []byte
+
+// ResumeScenario is the resume demo's: Qwen/Qwen2.5-72B-Instruct streams but
+// cuts half of its replies after five words (flaky, failure_kind
+// drop_after); chutesai/Mistral-Small-3.1-24B-Instruct-2503 is healthy and
+// says the same. A proxy with resume_streams hides every cut. It is
+// scenarios/resume.toml.
+func ResumeScenario() Scenario {
+	sc, err := parseScenario("scenarios/resume.toml", resumeTOML)
+	if err != nil {
+		panic("simulator: the embedded resume scenario is invalid: " + err.Error()) // TestResumeScenario keeps it valid
+	}
+	return sc
 }
 
 // LoadScenario reads a TOML scenario file strictly: an unknown key, a value
@@ -198,6 +218,13 @@ type (
 		Reasoning       string   `toml:"reasoning"`
 		ContextLength   int      `toml:"context_length"`
 		ErrorAsData     bool     `toml:"error_as_data"`
+		EndAfter        int      `toml:"end_after"`
+		StallAfter      int      `toml:"stall_after"`
+		FailureKind     string   `toml:"failure_kind"`
+		ReasoningField  string   `toml:"reasoning_field"`
+		Refusal         string   `toml:"refusal"`
+		ToolCalls       int      `toml:"tool_calls"`
+		ToolArguments   string   `toml:"tool_arguments"`
 	}
 )
 
@@ -205,7 +232,9 @@ func (f fileBehavior) behavior() Behavior {
 	return Behavior{
 		Kind: f.Kind, TokensPerSecond: f.TokensPerSecond, TTFT: f.TTFT.d, RetryAfter: f.RetryAfter,
 		DropAfter: f.DropAfter, FailureRate: f.FailureRate, Reply: f.Reply, Reasoning: f.Reasoning,
-		ContextLength: f.ContextLength, ErrorAsData: f.ErrorAsData,
+		ContextLength: f.ContextLength, ErrorAsData: f.ErrorAsData, EndAfter: f.EndAfter,
+		StallAfter: f.StallAfter, FailureKind: f.FailureKind, ReasoningField: f.ReasoningField,
+		Refusal: f.Refusal, ToolCalls: f.ToolCalls, ToolArguments: f.ToolArguments,
 	}
 }
 

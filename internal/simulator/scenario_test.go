@@ -32,7 +32,8 @@ func TestLoadScenarioTestdata(t *testing.T) {
 			t.Errorf("testdata/scenario.toml shows no model of kind %q", k)
 		}
 	}
-	want := Behavior{Kind: KindFlaky, FailureRate: 0.3, TTFT: 200 * time.Millisecond, TokensPerSecond: 40, ContextLength: 32768}
+	want := Behavior{Kind: KindFlaky, FailureRate: 0.3, TTFT: 200 * time.Millisecond, TokensPerSecond: 40, ContextLength: 32768,
+		FailureKind: KindDown}
 	if got := byID["Qwen/Qwen2.5-72B-Instruct"]; got != want {
 		t.Errorf("Qwen = %+v, want %+v", got, want)
 	}
@@ -41,6 +42,18 @@ func TestLoadScenarioTestdata(t *testing.T) {
 	}
 	if got := byID["deepseek-ai/DeepSeek-R1-Distill-Llama-70B"]; !got.ErrorAsData {
 		t.Error("error_as_data not decoded")
+	}
+	if got := byID["chutesai/Mistral-Small-3.1-24B-Instruct-2503"]; got.ToolCalls != 1 || got.ToolArguments != `{"city": "Paris"}` {
+		t.Errorf("tool_calls/tool_arguments = %d/%q", got.ToolCalls, got.ToolArguments)
+	}
+	if got := byID["deepseek-ai/DeepSeek-V3"]; got.ReasoningField != ReasoningFieldContent {
+		t.Errorf("reasoning_field = %q", got.ReasoningField)
+	}
+	if got := byID["unsloth/Llama-3.3-70B-Instruct"]; got.Refusal == "" {
+		t.Error("refusal not decoded")
+	}
+	if byID["Qwen/Qwen3-235B-A22B"].EndAfter != 5 || byID["zai-org/GLM-4.5-Air"].StallAfter != 5 {
+		t.Error("end_after/stall_after not decoded")
 	}
 }
 
@@ -76,6 +89,13 @@ func TestLoadScenarioErrors(t *testing.T) {
 		{"not toml", "[[models\n", []string{"bad.toml:1:"}},
 		{"failure rate above 1", "[[models]]\nid = \"a/b\"\nkind = \"flaky\"\nfailure_rate = 1.5\n", []string{"models[0].failure_rate: must be between 0 and 1"}},
 		{"negative drop_after", "[default_behavior]\nkind = \"drop_after\"\ndrop_after = -1\n", []string{"default_behavior.drop_after: must not be negative"}},
+		{"negative end_after", "[[models]]\nid = \"a/b\"\nkind = \"end_after\"\nend_after = -2\n", []string{"models[0].end_after: must not be negative"}},
+		{"negative stall_after", "[[models]]\nid = \"a/b\"\nstall_after = -1\n", []string{"models[0].stall_after: must not be negative"}},
+		{"failure_kind flaky", "[[models]]\nid = \"a/b\"\nkind = \"flaky\"\nfailure_kind = \"flaky\"\n", []string{"models[0].failure_kind: want a kind other than flaky", "drop_after"}},
+		{"failure_kind unknown", "[[models]]\nid = \"a/b\"\nfailure_kind = \"cut\"\n", []string{"models[0].failure_kind: ", "got \"cut\""}},
+		{"reasoning_field unknown", "[[models]]\nid = \"a/b\"\nreasoning_field = \"thinking\"\n", []string{"models[0].reasoning_field: want \"reasoning_content\" or \"reasoning\""}},
+		{"tool_calls negative", "[[models]]\nid = \"a/b\"\ntool_calls = -1\n", []string{"models[0].tool_calls: must be between 0 and 64"}},
+		{"tool_calls wrong type", "[[models]]\nid = \"a/b\"\ntool_calls = true\n", []string{"bad.toml:models.tool_calls: "}},
 		{"missing id and duplicate", "[[models]]\nkind = \"down\"\n[[models]]\nid = \"x/y\"\n[[models]]\nid = \"x/y\"\n",
 			[]string{"models[0].id: missing", "models[2].id: \"x/y\" appears twice"}},
 	}

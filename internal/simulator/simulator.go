@@ -216,11 +216,18 @@ type request struct {
 	StreamOptions *struct {
 		IncludeUsage bool `json:"include_usage"`
 	} `json:"stream_options"`
-	MaxTokens           int             `json:"max_tokens"`
-	MaxCompletionTokens int             `json:"max_completion_tokens"`
-	Messages            json.RawMessage `json:"messages"`
-	Prompt              json.RawMessage `json:"prompt"`
-	Input               json.RawMessage `json:"input"`
+	MaxTokens            int             `json:"max_tokens"`
+	MaxCompletionTokens  int             `json:"max_completion_tokens"`
+	N                    *int            `json:"n"`
+	Messages             json.RawMessage `json:"messages"`
+	Prompt               json.RawMessage `json:"prompt"`
+	Input                json.RawMessage `json:"input"`
+	Tools                json.RawMessage `json:"tools"`
+	ToolChoice           json.RawMessage `json:"tool_choice"`
+	Logprobs             json.RawMessage `json:"logprobs"` // chat: true; completions: a count
+	TopLogprobs          int             `json:"top_logprobs"`
+	ContinueFinalMessage bool            `json:"continue_final_message"`
+	AddGenerationPrompt  *bool           `json:"add_generation_prompt"` // vLLM: nil means true
 }
 
 func (s *Simulator) serveInference(w http.ResponseWriter, r *http.Request, ep endpoint) {
@@ -289,7 +296,7 @@ func (s *Simulator) decide(m *model) (Behavior, string) {
 	if kind == KindFlaky {
 		kind = KindHealthy
 		if m.rng.Float64() < b.FailureRate {
-			kind = KindDown
+			kind = b.failureKind()
 		}
 	}
 	m.outcomes[kind]++

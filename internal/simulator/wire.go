@@ -73,6 +73,10 @@ func (x *exchange) serve(kind string) {
 		x.waitOrAbort(-1)
 	case KindDropAfter:
 		x.drop()
+	case KindEndAfter:
+		x.endAfter()
+	case KindStallAfter:
+		x.stallAfter()
 	case KindGarbage:
 		x.w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		x.w.Header().Set("Content-Length", strconv.Itoa(len(garbageBody)))
@@ -107,50 +111,29 @@ func (x *exchange) contentType() string {
 
 func (x *exchange) flush() { _ = http.NewResponseController(x.w).Flush() }
 
-// completion is what a model will say to one request.
-type completion struct {
-	reasoning, content []string
-	finish             string
-	promptTokens       int
-}
-
-func (c completion) completionTokens() int { return len(c.reasoning) + len(c.content) }
-
-func (x *exchange) plan() completion {
-	c := completion{content: tokens(x.b.reply()), finish: "stop"}
-	if x.ep == epChat {
-		c.reasoning = tokens(x.b.Reasoning)
+// start plans the reply and waits TTFT; false when the request is over
+// (refused with 400, or the client left).
+func (x *exchange) start() (completion, bool) {
+	c, err := x.plan()
+	if err != nil {
+		// The model's server refuses such a request at once.
+		writeDetailMessage(x.w, http.StatusBadRequest, err.Error())
+		return c, false
 	}
-	for _, raw := range []json.RawMessage{x.req.Messages, x.req.Prompt, x.req.Input} {
-		c.promptTokens += countWords(raw)
-	}
-	limit := x.req.MaxCompletionTokens
-	if limit == 0 {
-		limit = x.req.MaxTokens
-	}
-	if limit > 0 && c.completionTokens() > limit {
-		// Reasoning is generated first, so it eats the budget first.
-		c.finish = "length"
-		if len(c.reasoning) >= limit {
-			c.reasoning, c.content = c.reasoning[:limit], nil
-		} else {
-			c.content = c.content[:limit-len(c.reasoning)]
-		}
-	}
-	return c
+	return c, x.waitOrAbort(x.b.TTFT)
 }
 
 func (x *exchange) healthy() {
-	if !x.waitOrAbort(x.b.TTFT) {
+	c, ok := x.start()
+	if !ok {
 		return
 	}
-	c := x.plan()
 	if x.streaming() {
-		x.streamEvents(x.events(c, -1), false)
+		x.streamEvents(x.events(c, -1))
 		return
 	}
-	if x.ep != epEmbeddings && c.completionTokens() > 1 {
-		if !x.waitOrAbort(x.b.tokenGap() * time.Duration(c.completionTokens()-1)) {
+	if x.ep != epEmbeddings && c.longest() > 1 {
+		if !x.waitOrAbort(x.b.tokenGap() * time.Duration(c.longest()-1)) {
 			return
 		}
 	}
@@ -161,10 +144,10 @@ func (x *exchange) healthy() {
 // a miner fails mid-stream, and cuts the connection; a non-stream answer is
 // cut halfway through its body.
 func (x *exchange) drop() {
-	if !x.waitOrAbort(x.b.TTFT) {
+	c, ok := x.start()
+	if !ok {
 		return
 	}
-	c := x.plan()
 	if !x.streaming() {
 		body, _ := json.Marshal(x.body(c))
 		h := x.w.Header()
@@ -175,13 +158,46 @@ func (x *exchange) drop() {
 		x.flush()
 		panic(http.ErrAbortHandler)
 	}
-	if !x.streamEvents(x.events(c, x.b.DropAfter), true) {
+	if !x.streamEvents(x.events(c, x.b.DropAfter)) {
 		return
 	}
 	line, _ := json.Marshal(map[string]string{"error": streamDropError})
 	_, _ = x.w.Write(append(line, '\n'))
 	x.flush()
 	panic(http.ErrAbortHandler)
+}
+
+// endAfter sends EndAfter events and ends the response cleanly: no error,
+// no finish_reason, no [DONE]. A non-stream answer is half its body, sent
+// chunked and ended cleanly.
+func (x *exchange) endAfter() {
+	c, ok := x.start()
+	if !ok {
+		return
+	}
+	if !x.streaming() {
+		body, _ := json.Marshal(x.body(c))
+		x.w.Header().Set("Content-Type", "application/json")
+		x.w.WriteHeader(http.StatusOK)
+		_, _ = x.w.Write(body[:len(body)/2])
+		x.flush() // chunked, so the short body is not announced as whole
+		return
+	}
+	x.streamEvents(x.events(c, x.b.EndAfter))
+}
+
+// stallAfter sends StallAfter events and then nothing until the client goes
+// away. A non-stream answer never comes: Chutes holds a plain reply until
+// it is whole.
+func (x *exchange) stallAfter() {
+	c, ok := x.start()
+	if !ok {
+		return
+	}
+	if x.streaming() && !x.streamEvents(x.events(c, x.b.StallAfter)) {
+		return
+	}
+	x.waitOrAbort(-1)
 }
 
 // errorFirst answers 200 and then an error instead of any content: as a
@@ -216,70 +232,116 @@ func (x *exchange) sseHeaders() {
 	x.flush()
 }
 
-// event is one SSE event; token events are paced by TokensPerSecond.
+// event is one SSE event; paced events wait one token gap first.
 type event struct {
 	v     any
-	token bool
+	paced bool
 }
 
-// events lays out a stream. drop < 0 gives the whole stream (ending with
-// [DONE]); otherwise exactly drop events: the role chunk and then tokens,
-// the reply repeated as often as needed.
-func (x *exchange) events(c completion, drop int) []event {
+// events lays out a stream. cut < 0 gives the whole stream: per choice a
+// role chunk (chat), its tokens and a finish chunk, the choices' tokens
+// interleaved one round at a time, then the usage chunk when asked for and
+// [DONE]. cut >= 0 gives exactly cut events of it, without finish chunks:
+// the reply is repeated as needed, except in a continuation, whose stream
+// stops after its last token instead.
+func (x *exchange) events(c completion, cut int) []event {
 	id := x.s.newID(x.ep)
 	created := time.Now().Unix()
-	mk := func(d *delta, text *string, finish *string, u *usage) chunk {
-		ch := chunk{ID: id, Object: "chat.completion.chunk", Created: created, Model: x.req.Model, Choices: []chunkChoice{}, Usage: u}
-		if x.ep == epCompletions {
-			ch.Object = "text_completion"
-		}
-		if u == nil {
-			ch.Choices = append(ch.Choices, chunkChoice{Delta: d, Text: text, FinishReason: finish})
-		}
-		return ch
+	object := "chat.completion.chunk"
+	if x.ep == epCompletions {
+		object = "text_completion"
 	}
-	token := func(reasoning bool, tok string) event {
+	mk := func(ch chunkChoice) event {
+		return event{v: chunk{ID: id, Object: object, Created: created, Model: x.req.Model, Choices: []chunkChoice{ch}}}
+	}
+	offsets := make([]int, len(c.choices)) // completions text_offset per choice
+	token := func(k int, p piece) event {
+		ch := chunkChoice{Index: k}
 		if x.ep == epCompletions {
-			return event{mk(nil, &tok, nil, nil), true}
+			ch.Text = &p.text
+			if c.logprobs {
+				ch.Logprobs = completionLogprobs([]string{p.text}, offsets[k], c.topLogprobs)
+				offsets[k] += len(p.text)
+			}
+			return mk(ch)
 		}
-		if reasoning {
-			return event{mk(&delta{ReasoningContent: &tok}, nil, nil, nil), true}
+		d := &delta{}
+		switch p.kind {
+		case pReasoning:
+			if x.b.ReasoningField == ReasoningFieldReasoning {
+				d.Reasoning = &p.text
+			} else {
+				d.ReasoningContent = &p.text
+			}
+		case pContent:
+			d.Content = &p.text
+			if c.logprobs {
+				ch.Logprobs = chatLogprobs{Content: []logprobEntry{chatLogprob(p.text, c.topLogprobs)}}
+			}
+		case pRefusal:
+			d.Refusal = &p.text
+			if c.logprobs {
+				ch.Logprobs = chatLogprobs{Refusal: []logprobEntry{chatLogprob(p.text, c.topLogprobs)}}
+			}
+		case pToolStart:
+			call := c.choices[k].calls[p.call]
+			d.ToolCalls = []toolCallDelta{{Index: p.call, ID: call.id, Type: "function",
+				Function: functionDelta{Name: call.name}}}
+		case pToolArgs:
+			d.ToolCalls = []toolCallDelta{{Index: p.call, Function: functionDelta{Arguments: p.text}}}
 		}
-		return event{mk(&delta{Content: &tok}, nil, nil, nil), true}
+		ch.Delta = d
+		return mk(ch)
+	}
+	finish := func(k int) event {
+		f := c.choices[k].finish
+		if x.ep == epCompletions {
+			empty := ""
+			return mk(chunkChoice{Index: k, Text: &empty, FinishReason: &f})
+		}
+		return mk(chunkChoice{Index: k, Delta: &delta{}, FinishReason: &f})
 	}
 
 	var evs []event
 	if x.ep == epChat {
-		empty := ""
-		evs = append(evs, event{v: mk(&delta{Role: "assistant", Content: &empty}, nil, nil, nil)})
+		for k := range c.choices {
+			empty := ""
+			evs = append(evs, mk(chunkChoice{Index: k, Delta: &delta{Role: "assistant", Content: &empty}}))
+		}
 	}
-	for _, t := range c.reasoning {
-		evs = append(evs, token(true, t))
+	for j := 0; j <= c.longest(); j++ {
+		paced := true // the round's first token waits; the others go with it
+		for k, ch := range c.choices {
+			switch {
+			case j < len(ch.pieces):
+				e := token(k, ch.pieces[j])
+				e.paced, paced = paced, false
+				evs = append(evs, e)
+			case j == len(ch.pieces) && cut < 0:
+				evs = append(evs, finish(k))
+			}
+		}
 	}
-	for _, t := range c.content {
-		evs = append(evs, token(false, t))
-	}
-	if drop >= 0 {
-		more := tokens(x.b.reply())
-		for i := 0; len(evs) < drop; i++ {
+	if cut >= 0 {
+		if c.continuation {
+			return evs[:min(cut, len(evs))]
+		}
+		more := tokens(choiceReply(x.b.reply(), 0))
+		for i := 0; len(evs) < cut; i++ {
 			t := more[i%len(more)]
 			if i%len(more) == 0 {
 				t = " " + t // a new sentence after the last
 			}
-			evs = append(evs, token(false, t))
+			e := token(0, piece{kind: pContent, text: t})
+			e.paced = true
+			evs = append(evs, e)
 		}
-		return evs[:drop]
-	}
-	finish := c.finish
-	if x.ep == epChat {
-		evs = append(evs, event{v: mk(&delta{}, nil, &finish, nil)})
-	} else {
-		empty := ""
-		evs = append(evs, event{v: mk(nil, &empty, &finish, nil)})
+		return evs[:cut]
 	}
 	if x.req.StreamOptions != nil && x.req.StreamOptions.IncludeUsage {
 		u := newUsage(c)
-		evs = append(evs, event{v: mk(nil, nil, nil, &u)})
+		evs = append(evs, event{v: chunk{ID: id, Object: object, Created: created, Model: x.req.Model,
+			Choices: []chunkChoice{}, Usage: &u}})
 	}
 	return append(evs, event{v: "[DONE]"})
 }
@@ -287,11 +349,11 @@ func (x *exchange) events(c completion, drop int) []event {
 // streamEvents writes the SSE headers and evs, pacing tokens, and reports
 // whether every event went out. The headers wait until now because Chutes
 // holds them until the first chunk.
-func (x *exchange) streamEvents(evs []event, dropping bool) bool {
+func (x *exchange) streamEvents(evs []event) bool {
 	x.sseHeaders()
 	gap, first := x.b.tokenGap(), true
 	for _, e := range evs {
-		if e.token {
+		if e.paced {
 			if !first && !x.waitOrAbort(gap) {
 				return false
 			}
@@ -313,7 +375,7 @@ func (x *exchange) streamEvents(evs []event, dropping bool) bool {
 	return true
 }
 
-// body is the non-stream answer for c.
+// body is the non-stream answer for c: what assembling its stream gives.
 func (x *exchange) body(c completion) any {
 	id := x.s.newID(x.ep)
 	created := time.Now().Unix()
@@ -328,18 +390,82 @@ func (x *exchange) body(c completion) any {
 		return embeddingList{Object: "list", Data: data, Model: x.req.Model,
 			Usage: usage{PromptTokens: c.promptTokens, TotalTokens: c.promptTokens}}
 	case epCompletions:
-		text := strings.Join(c.content, "")
+		choices := make([]choice, len(c.choices))
+		for k, ch := range c.choices {
+			var toks []string
+			for _, p := range ch.pieces {
+				toks = append(toks, p.text)
+			}
+			text := strings.Join(toks, "")
+			choices[k] = choice{Index: k, Text: &text, FinishReason: ch.finish}
+			if c.logprobs && len(toks) > 0 {
+				choices[k].Logprobs = completionLogprobs(toks, 0, c.topLogprobs)
+			}
+		}
 		return completionBody{ID: id, Object: "text_completion", Created: created, Model: x.req.Model,
-			Choices: []choice{{Text: &text, FinishReason: c.finish}}, Usage: u}
+			Choices: choices, Usage: u}
 	default:
-		msg := &message{Role: "assistant", Content: strings.Join(c.content, "")}
-		if len(c.reasoning) > 0 {
-			r := strings.Join(c.reasoning, "")
-			msg.ReasoningContent = &r
+		choices := make([]choice, len(c.choices))
+		for k, ch := range c.choices {
+			choices[k] = x.chatChoice(k, ch, c)
 		}
 		return completionBody{ID: id, Object: "chat.completion", Created: created, Model: x.req.Model,
-			Choices: []choice{{Message: msg, FinishReason: c.finish}}, Usage: u}
+			Choices: choices, Usage: u}
 	}
+}
+
+// chatChoice is one choice of a non-stream chat answer. content is null
+// when the reply is only tool calls or a refusal, as OpenAI sends it.
+func (x *exchange) chatChoice(k int, ch choicePlan, c completion) choice {
+	var reasoning, content, refusal strings.Builder
+	var nContent, nRefusal int
+	var calls []toolCall
+	var lps chatLogprobs
+	for _, p := range ch.pieces {
+		switch p.kind {
+		case pReasoning:
+			reasoning.WriteString(p.text)
+		case pContent:
+			content.WriteString(p.text)
+			nContent++
+			if c.logprobs {
+				lps.Content = append(lps.Content, chatLogprob(p.text, c.topLogprobs))
+			}
+		case pRefusal:
+			refusal.WriteString(p.text)
+			nRefusal++
+			if c.logprobs {
+				lps.Refusal = append(lps.Refusal, chatLogprob(p.text, c.topLogprobs))
+			}
+		case pToolStart:
+			pc := ch.calls[p.call]
+			calls = append(calls, toolCall{ID: pc.id, Type: "function", Function: functionCall{Name: pc.name}})
+		case pToolArgs:
+			calls[len(calls)-1].Function.Arguments += p.text
+		}
+	}
+	msg := &message{Role: "assistant", ToolCalls: calls}
+	if nContent > 0 || len(calls) == 0 && nRefusal == 0 {
+		s := content.String()
+		msg.Content = &s
+	}
+	if reasoning.Len() > 0 {
+		r := reasoning.String()
+		if x.b.ReasoningField == ReasoningFieldReasoning {
+			msg.Reasoning = &r
+		} else {
+			msg.ReasoningContent = &r
+		}
+	}
+	if nRefusal > 0 {
+		r := refusal.String()
+		msg.Refusal = &r
+	}
+	out := choice{Index: k, Message: msg, FinishReason: ch.finish}
+	if lps.Content != nil || lps.Refusal != nil {
+		out.Logprobs = lps
+	}
+	return out
 }
 
 func (s *Simulator) newID(ep endpoint) string {
@@ -368,9 +494,22 @@ type (
 		FinishReason *string `json:"finish_reason"`
 	}
 	delta struct {
-		Role             string  `json:"role,omitempty"`
-		Content          *string `json:"content,omitempty"`
-		ReasoningContent *string `json:"reasoning_content,omitempty"`
+		Role             string          `json:"role,omitempty"`
+		Content          *string         `json:"content,omitempty"`
+		ReasoningContent *string         `json:"reasoning_content,omitempty"`
+		Reasoning        *string         `json:"reasoning,omitempty"`
+		Refusal          *string         `json:"refusal,omitempty"`
+		ToolCalls        []toolCallDelta `json:"tool_calls,omitempty"`
+	}
+	toolCallDelta struct {
+		Index    int           `json:"index"`
+		ID       string        `json:"id,omitempty"`
+		Type     string        `json:"type,omitempty"`
+		Function functionDelta `json:"function"`
+	}
+	functionDelta struct {
+		Name      string `json:"name,omitempty"`
+		Arguments string `json:"arguments"`
 	}
 	completionBody struct {
 		ID      string   `json:"id"`
@@ -388,9 +527,44 @@ type (
 		FinishReason string   `json:"finish_reason"`
 	}
 	message struct {
-		Role             string  `json:"role"`
-		Content          string  `json:"content"`
-		ReasoningContent *string `json:"reasoning_content,omitempty"`
+		Role             string     `json:"role"`
+		Content          *string    `json:"content"`
+		ReasoningContent *string    `json:"reasoning_content,omitempty"`
+		Reasoning        *string    `json:"reasoning,omitempty"`
+		Refusal          *string    `json:"refusal,omitempty"`
+		ToolCalls        []toolCall `json:"tool_calls,omitempty"`
+	}
+	toolCall struct {
+		ID       string       `json:"id"`
+		Type     string       `json:"type"`
+		Function functionCall `json:"function"`
+	}
+	functionCall struct {
+		Name      string `json:"name"`
+		Arguments string `json:"arguments"`
+	}
+	// chatLogprobs is a chat choice's logprobs; a nil list is null.
+	chatLogprobs struct {
+		Content []logprobEntry `json:"content"`
+		Refusal []logprobEntry `json:"refusal"`
+	}
+	logprobEntry struct {
+		Token       string       `json:"token"`
+		Logprob     float64      `json:"logprob"`
+		Bytes       []int        `json:"bytes"`
+		TopLogprobs []topLogprob `json:"top_logprobs"`
+	}
+	topLogprob struct {
+		Token   string  `json:"token"`
+		Logprob float64 `json:"logprob"`
+		Bytes   []int   `json:"bytes"`
+	}
+	// legacyLogprobs are a completions choice's logprobs.
+	legacyLogprobs struct {
+		Tokens        []string             `json:"tokens"`
+		TokenLogprobs []float64            `json:"token_logprobs"`
+		TopLogprobs   []map[string]float64 `json:"top_logprobs"`
+		TextOffset    []int                `json:"text_offset"`
 	}
 	usage struct {
 		PromptTokens     int `json:"prompt_tokens"`
