@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"time"
@@ -231,7 +232,8 @@ func (r *runner) logf(format string, args ...any) {
 func chatURL(t *Target) string { return t.URL + "/v1/chat/completions" }
 
 // check sends one request through every target, so that a misconfigured
-// external proxy fails the run at once with a clear message.
+// external proxy fails the run at once with a clear message, and then finds
+// the processes of the external ones.
 func (r *runner) check() error {
 	body := chatBody(ModelOK, false, 512)
 	for _, t := range r.targets {
@@ -240,6 +242,13 @@ func (r *runner) check() error {
 		cancel()
 		if err != nil {
 			return fmt.Errorf("target %s (%s) does not answer a chat request: %w", t.Name, t.URL, err)
+		}
+		if t.external {
+			if u, err := url.Parse(t.URL); err == nil {
+				if t.CPUPIDs, err = listenerPIDs(u.Host); err != nil {
+					r.logf("no CPU figures for %s: %v", t.Name, err)
+				}
+			}
 		}
 	}
 	return nil

@@ -79,8 +79,9 @@ type Target struct {
 	PprofAddr string
 	// CPUPIDs are the processes whose CPU time is the target's; none when
 	// it shares this process.
-	CPUPIDs []int
-	close   func()
+	CPUPIDs  []int
+	external bool
+	close    func()
 }
 
 // Close stops what the target started.
@@ -408,12 +409,8 @@ func relay(c net.Conn, addr string) {
 }
 
 // External is a proxy someone else runs in front of the simulator; its CPU
-// time is that of the processes holding its listening socket.
+// time is that of the processes holding its listening socket, found once it
+// answers (see runner.check).
 func External(name, base string) *Target {
-	base = strings.TrimSuffix(strings.TrimRight(base, "/"), "/v1")
-	t := &Target{Name: name, URL: base}
-	if u, err := url.Parse(base); err == nil {
-		t.CPUPIDs, _ = listenerPIDs(u.Host)
-	}
-	return t
+	return &Target{Name: name, URL: strings.TrimSuffix(strings.TrimRight(base, "/"), "/v1"), external: true}
 }
