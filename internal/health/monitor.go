@@ -38,7 +38,10 @@ const maxModels = 256
 
 // Options configure a Monitor.
 type Options struct {
-	// Config is the config in force at start; required. Reload replaces it.
+	// Config is the config in force at start; required. Reload replaces
+	// it. The Monitor is told the config rather than asking the router
+	// because it is the router's Observer, built first, and its hot path
+	// needs the configured models (always tracked).
 	Config *config.Config
 	// Catalog is the upstream's model list, which each probe refreshes and
 	// /status reads; nil means one of the Monitor's own.
