@@ -1,6 +1,7 @@
 package assemble
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -17,6 +18,21 @@ func BenchmarkAssemble(b *testing.B) {
 	}
 	b.Run("completions/tokens=200", func(b *testing.B) {
 		benchReply(b, Completions, replyEvents(200, false))
+	})
+	// The floor for comparison on a busy machine: only decoding each
+	// event into map[string]any, as any generic handling would.
+	b.Run("baseline-decode-only/tokens=200", func(b *testing.B) {
+		events := replyEvents(200, true)
+		b.ReportAllocs()
+		for b.Loop() {
+			for _, e := range events {
+				var v map[string]any
+				if err := json.Unmarshal(e, &v); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/200, "ns/token")
 	})
 }
 
