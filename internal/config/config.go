@@ -14,87 +14,95 @@ import (
 // Config is the effective configuration. Field tags name the TOML keys of
 // ../../proxy.toml, which documents every one of them.
 type Config struct {
-	Listen       string   `koanf:"listen" toml:"listen"`
-	ProxyKey     Secret   `koanf:"proxy_key" toml:"proxy_key"`
-	MaxBodyMB    int      `koanf:"max_body_mb" toml:"max_body_mb"`
-	AllowedHosts []string `koanf:"allowed_hosts" toml:"allowed_hosts"`
+	Listen       string   `toml:"listen"`
+	ProxyKey     Secret   `toml:"proxy_key"`
+	MaxBodyMB    int      `toml:"max_body_mb"`
+	AllowedHosts []string `toml:"allowed_hosts"`
 
-	Compat    Compat    `koanf:"compat" toml:"compat"`
-	Upstream  Upstream  `koanf:"upstream" toml:"upstream"`
-	Failover  Failover  `koanf:"failover" toml:"failover"`
-	Breaker   Breaker   `koanf:"breaker" toml:"breaker"`
-	RateLimit RateLimit `koanf:"rate_limit" toml:"rate_limit"`
-	Quota     Quota     `koanf:"quota" toml:"quota"`
-	Health    Health    `koanf:"health" toml:"health"`
-	Models    []Model   `koanf:"models" toml:"models"`
+	Compat    Compat    `toml:"compat"`
+	Upstream  Upstream  `toml:"upstream"`
+	Failover  Failover  `toml:"failover"`
+	Breaker   Breaker   `toml:"breaker"`
+	RateLimit RateLimit `toml:"rate_limit"`
+	Quota     Quota     `toml:"quota"`
+	Health    Health    `toml:"health"`
+	Models    []Model   `toml:"models"`
 
 	// Source is the file the config was read from; "" means the defaults
 	// embedded in the binary.
-	Source string `koanf:"-" toml:"-"`
+	Source string `toml:"-"`
 	// Notes are things worth one log line at start-up, such as a key that
 	// had white space trimmed (never the key itself).
-	Notes []string `koanf:"-" toml:"-"`
+	Notes []string `toml:"-"`
 }
 
 // Compat holds switches for clients that need something non-standard.
 type Compat struct {
-	CORSOrigins      []string `koanf:"cors_origins" toml:"cors_origins"`
-	ErrorsAsMessages bool     `koanf:"errors_as_messages" toml:"errors_as_messages"`
+	CORSOrigins      []string `toml:"cors_origins"`
+	ErrorsAsMessages bool     `toml:"errors_as_messages"`
 }
 
 // Upstream is where requests go and how long each step may take.
 type Upstream struct {
-	BaseURL          string   `koanf:"base_url" toml:"base_url"`
-	APIKey           Secret   `koanf:"api_key" toml:"api_key"`
-	ConnectTimeout   Duration `koanf:"connect_timeout" toml:"connect_timeout"`
-	FirstByteTimeout Duration `koanf:"first_byte_timeout" toml:"first_byte_timeout"`
-	IdleTimeout      Duration `koanf:"idle_timeout" toml:"idle_timeout"`
-	RequestTimeout   Duration `koanf:"request_timeout" toml:"request_timeout"`
-	Resolver         string   `koanf:"resolver" toml:"resolver"`
-	AccountURL       string   `koanf:"account_url" toml:"account_url"`
+	BaseURL          string   `toml:"base_url"`
+	APIKey           Secret   `toml:"api_key"`
+	ConnectTimeout   Duration `toml:"connect_timeout"`
+	FirstByteTimeout Duration `toml:"first_byte_timeout"`
+	IdleTimeout      Duration `toml:"idle_timeout"`
+	// StreamPlain sends plain chat and completion requests upstream as
+	// streams and assembles the reply, so that liveness is judged per
+	// token (a long reply is never cut, a stalled one is left).
+	StreamPlain    bool     `toml:"stream_plain"`
+	RequestTimeout Duration `toml:"request_timeout"`
+	Resolver       string   `toml:"resolver"`
+	AccountURL     string   `toml:"account_url"`
 }
 
 // Failover bounds the walk along a chain.
 type Failover struct {
-	MaxAttempts int `koanf:"max_attempts" toml:"max_attempts"`
+	MaxAttempts int `toml:"max_attempts"`
+	// ResumeStreams continues a stream cut after its first token (same
+	// model first, then the chain) instead of ending it with
+	// stream_interrupted. Each resume is one more upstream request.
+	ResumeStreams bool `toml:"resume_streams"`
 }
 
 // Breaker holds the circuit-breaker defaults for every model.
 type Breaker struct {
-	Failures int      `koanf:"failures" toml:"failures"`
-	Cooldown Duration `koanf:"cooldown" toml:"cooldown"`
+	Failures int      `toml:"failures"`
+	Cooldown Duration `toml:"cooldown"`
 }
 
 // RateLimit holds the limiter defaults for every model. RequestsPerMinute 0
 // means unlimited.
 type RateLimit struct {
-	RequestsPerMinute float64  `koanf:"requests_per_minute" toml:"requests_per_minute"`
-	Burst             int      `koanf:"burst" toml:"burst"`
-	MaxWait           Duration `koanf:"max_wait" toml:"max_wait"`
+	RequestsPerMinute float64  `toml:"requests_per_minute"`
+	Burst             int      `toml:"burst"`
+	MaxWait           Duration `toml:"max_wait"`
 }
 
 // Quota is the proxy's own daily request cap. DailyRequests 0 means not
 // tracked; StateFile "" means the user's state directory.
 type Quota struct {
-	DailyRequests int    `koanf:"daily_requests" toml:"daily_requests"`
-	StateFile     string `koanf:"state_file" toml:"state_file"`
+	DailyRequests int    `toml:"daily_requests"`
+	StateFile     string `toml:"state_file"`
 }
 
 // Health configures the background probe. ProbeInterval 0 turns it off.
 type Health struct {
-	ProbeInterval Duration `koanf:"probe_interval" toml:"probe_interval"`
+	ProbeInterval Duration `toml:"probe_interval"`
 }
 
 // Model is one [[models]] table. The pointer fields are per-model overrides;
 // nil means "use the [rate_limit] / [breaker] default".
 type Model struct {
-	ID                string    `koanf:"id" toml:"id"`
-	Aliases           []string  `koanf:"aliases" toml:"aliases,omitempty"`
-	Fallbacks         []string  `koanf:"fallbacks" toml:"fallbacks,omitempty"`
-	RequestsPerMinute *float64  `koanf:"requests_per_minute" toml:"requests_per_minute,omitempty"`
-	Burst             *int      `koanf:"burst" toml:"burst,omitempty"`
-	Failures          *int      `koanf:"failures" toml:"failures,omitempty"`
-	Cooldown          *Duration `koanf:"cooldown" toml:"cooldown,omitempty"`
+	ID                string    `toml:"id"`
+	Aliases           []string  `toml:"aliases,omitempty"`
+	Fallbacks         []string  `toml:"fallbacks,omitempty"`
+	RequestsPerMinute *float64  `toml:"requests_per_minute,omitempty"`
+	Burst             *int      `toml:"burst,omitempty"`
+	Failures          *int      `toml:"failures,omitempty"`
+	Cooldown          *Duration `toml:"cooldown,omitempty"`
 }
 
 // Limits are the breaker and limiter settings in force for one model.

@@ -29,6 +29,8 @@ func FuzzLoad(f *testing.F) {
 		"[[models]]\nid = \"a/a\"\nfallbacks = [\"a/a\"]\naliases = [\"a/a\", \"\"]",
 		"[rate_limit]\nrequests_per_minute = inf\nburst = 9223372036854775807\n[failover]\nmax_attempts = 1e300",
 		"[breaker]\ncooldown = 1979-05-27T07:32:00Z",
+		"[\".\"]\n\"a.b\" = 1\n[upstream.\"x.y\"]",
+		"models = [{id = \"a/a\", colour = 1}]\n[[models]]\nid = \"b/b\"",
 		"[upstream]\napi_key = \"\\u200b 'cpk_x' \"\nresolver = \"[::1]:53\"",
 	} {
 		f.Add([]byte(s))

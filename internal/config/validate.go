@@ -3,6 +3,7 @@ package config
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"math"
 	"net"
 	"net/url"
@@ -11,8 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
-
-	"github.com/chutes-proxy/chutes-proxy/internal/fuzzy"
 )
 
 // Problem is one thing wrong with the configuration, located precisely
@@ -86,29 +85,23 @@ func compareProblems(a, b Problem) int {
 // Config, whose fields follow the file, and by index inside arrays. Keys
 // Config does not know sort after the known ones at their level.
 func keyRank(key string) []int {
-	const unknown = math.MaxInt32
 	var rank []int
 	t := reflect.TypeFor[Config]()
-	for _, s := range splitKey(key) {
-		for t != nil && t.Kind() == reflect.Pointer {
-			t = t.Elem()
+	for _, s := range strings.FieldsFunc(key, func(r rune) bool { return r == '.' || r == '[' || r == ']' }) {
+		if n, err := strconv.Atoi(s); err == nil {
+			rank = append(rank, n) // an index
+			continue
 		}
-		switch {
-		case s.isIndex && t != nil && t.Kind() == reflect.Slice:
-			rank = append(rank, s.index)
+		i := -1
+		if t.Kind() == reflect.Struct {
+			i = slices.IndexFunc(keys(t), func(f reflect.StructField) bool { return keyName(f) == s })
+		}
+		if i < 0 {
+			return append(rank, math.MaxInt32)
+		}
+		rank = append(rank, i)
+		if t = keys(t)[i].Type; t.Kind() == reflect.Slice || t.Kind() == reflect.Pointer {
 			t = t.Elem()
-		case !s.isIndex && t != nil && t.Kind() == reflect.Struct:
-			i := slices.IndexFunc(koanfFields(t), func(f reflect.StructField) bool { return koanfName(f) == s.name })
-			if i < 0 {
-				rank = append(rank, unknown)
-				t = nil
-				continue
-			}
-			rank = append(rank, i)
-			t = koanfFields(t)[i].Type
-		default:
-			rank = append(rank, unknown)
-			t = nil
 		}
 	}
 	return rank
@@ -118,206 +111,15 @@ func keyRank(key string) []int {
 // counting tables is error-prone.
 func (ps Problems) withModelIDs(cfg *Config) Problems {
 	for i := range ps {
-		s := splitKey(ps[i].Key)
-		if len(s) < 2 || s[0].name != "models" || !s[1].isIndex || s[1].index >= len(cfg.Models) {
+		var n int
+		if _, err := fmt.Sscanf(ps[i].Key, "models[%d]", &n); err != nil || n < 0 || n >= len(cfg.Models) {
 			continue
 		}
-		id := cfg.Models[s[1].index].ID
-		if strings.TrimSpace(id) != "" && !strings.Contains(ps[i].Msg, id) {
+		if id := cfg.Models[n].ID; strings.TrimSpace(id) != "" && !strings.Contains(ps[i].Msg, id) {
 			ps[i].Msg += fmt.Sprintf(" (in the [[models]] table with id %q)", id)
 		}
 	}
 	return ps
-}
-
-// keySegment is one step of a TOML path: a name or an [index].
-type keySegment struct {
-	name    string
-	index   int
-	isIndex bool
-}
-
-// splitKey splits "models[2].aliases[0]" into models, 2, aliases, 0.
-func splitKey(key string) []keySegment {
-	var segs []keySegment
-	for part := range strings.SplitSeq(key, ".") {
-		name, rest, _ := strings.Cut(part, "[")
-		segs = append(segs, keySegment{name: name})
-		for rest != "" {
-			num, after, _ := strings.Cut(rest, "]")
-			n, err := strconv.Atoi(num)
-			if err != nil {
-				segs = append(segs, keySegment{name: "[" + num + "]"})
-			} else {
-				segs = append(segs, keySegment{index: n, isIndex: true})
-			}
-			rest = strings.TrimPrefix(after, "[")
-		}
-	}
-	return segs
-}
-
-// koanfFields returns t's fields that have a TOML key, in declaration order.
-func koanfFields(t reflect.Type) []reflect.StructField {
-	var fs []reflect.StructField
-	for i := range t.NumField() {
-		if f := t.Field(i); koanfName(f) != "" {
-			fs = append(fs, f)
-		}
-	}
-	return fs
-}
-
-func koanfName(f reflect.StructField) string {
-	name, _, _ := strings.Cut(f.Tag.Get("koanf"), ",")
-	if name == "-" {
-		return ""
-	}
-	return name
-}
-
-// checkKeys walks a parsed file against Config and reports every key Config
-// does not have, with the key it most likely meant, and every table that is
-// not a table. Done here rather than by mapstructure's ErrorUnused so that
-// the key is named by its full path and the file it is in.
-func checkKeys(file string, m map[string]any) Problems {
-	var ps Problems
-	walkKeys(file, "", m, reflect.TypeFor[Config](), &ps)
-	return ps
-}
-
-func walkKeys(file, prefix string, m map[string]any, t reflect.Type, ps *Problems) {
-	fields := koanfFields(t)
-	for _, key := range sortedKeys(m) {
-		path := joinKey(prefix, key)
-		i := slices.IndexFunc(fields, func(f reflect.StructField) bool { return koanfName(f) == key })
-		if i < 0 {
-			msg := unknownKey(prefix, key, t)
-			if _, isTable := m[key].(map[string]any); isTable {
-				msg = strings.Replace(msg, "unknown key", "unknown table", 1)
-			}
-			*ps = append(*ps, Problem{File: file, Key: path, Msg: msg})
-			continue
-		}
-		ft := fields[i].Type
-		switch {
-		case ft.Kind() == reflect.Struct:
-			sub, ok := m[key].(map[string]any)
-			if !ok {
-				*ps = append(*ps, Problem{File: file, Key: path, Msg: mismatch(ft, key, m[key])})
-				continue
-			}
-			walkKeys(file, path, sub, ft, ps)
-		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
-			arr, ok := m[key].([]any)
-			if !ok {
-				*ps = append(*ps, Problem{File: file, Key: path, Msg: mismatch(ft, key, m[key])})
-				continue
-			}
-			for j, el := range arr {
-				elPath := fmt.Sprintf("%s[%d]", path, j)
-				sub, ok := el.(map[string]any)
-				if !ok {
-					*ps = append(*ps, Problem{File: file, Key: elPath, Msg: mismatch(ft.Elem(), "", el)})
-					continue
-				}
-				walkKeys(file, elPath, sub, ft.Elem(), ps)
-			}
-		}
-	}
-}
-
-func sortedKeys(m map[string]any) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
-}
-
-func joinKey(prefix, key string) string {
-	if prefix == "" {
-		return key
-	}
-	return prefix + "." + key
-}
-
-// unknownKey explains an unknown key. The commonest cause is not a typo but
-// TOML's rule that every key after a [table] header belongs to that table,
-// so it first looks for the key elsewhere in Config.
-func unknownKey(prefix, key string, t reflect.Type) string {
-	var elsewhere []string
-	collectPaths("", reflect.TypeFor[Config](), func(path string) {
-		if path != joinKey(prefix, key) && (path == key || strings.HasSuffix(path, "."+key)) {
-			elsewhere = append(elsewhere, path)
-		}
-	})
-	if len(elsewhere) > 0 {
-		// Prefer a plain key over one inside [[models]], which has copies of
-		// the [breaker] and [rate_limit] keys.
-		slices.SortStableFunc(elsewhere, func(a, b string) int {
-			return cmp.Compare(strings.Count(a, "[]"), strings.Count(b, "[]"))
-		})
-		to := elsewhere[0]
-		switch {
-		case prefix != "" && to == key:
-			return fmt.Sprintf("unknown key; %s is a top-level key: keys below a [table] header belong to that table, so move it above the first [table]", key)
-		case strings.HasPrefix(to, "models[]."):
-			return fmt.Sprintf("unknown key; %s belongs in a [[models]] table, after id = \"org/model\"", key)
-		default:
-			table, _, _ := strings.Cut(to, ".")
-			return fmt.Sprintf("unknown key; did you mean %s (under [%s])?", to, table)
-		}
-	}
-	var here []string
-	for _, f := range koanfFields(t) {
-		here = append(here, koanfName(f))
-	}
-	if s := closest(key, here); s != "" {
-		return fmt.Sprintf("unknown key; did you mean %q?", s)
-	}
-	where := "at the top level"
-	if prefix != "" {
-		where = "here"
-	}
-	return fmt.Sprintf("unknown key; the keys %s are %s", where, strings.Join(here, ", "))
-}
-
-// collectPaths calls fn with every key path in t; slices of tables appear
-// as "name[]".
-func collectPaths(prefix string, t reflect.Type, fn func(string)) {
-	for _, f := range koanfFields(t) {
-		path := joinKey(prefix, koanfName(f))
-		ft := f.Type
-		switch {
-		case ft.Kind() == reflect.Struct:
-			collectPaths(path, ft, fn)
-		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
-			collectPaths(path+"[]", ft.Elem(), fn)
-		default:
-			fn(path)
-		}
-	}
-}
-
-// closest returns the candidate nearest to s by edit distance, or "" if
-// none is near enough to be a likely typo.
-func closest(s string, candidates []string) string {
-	if len(s) > 64 {
-		return "" // not a typo of anything we have, and costly to compare
-	}
-	best, bestD := "", 0
-	for _, c := range candidates {
-		if len(c) > 64 {
-			continue
-		}
-		d := fuzzy.Distance(strings.ToLower(s), strings.ToLower(c))
-		if limit := max(2, len(c)/3); d <= limit && (best == "" || d < bestD) {
-			best, bestD = c, d
-		}
-	}
-	return best
 }
 
 // checker collects the problems validate finds.
@@ -494,27 +296,14 @@ func (c *checker) models(cfg *Config) {
 			}
 		}
 	}
-	resolve := func(name string) (int, bool) {
-		if j, ok := ids[name]; ok {
-			return j, true
-		}
-		j, ok := aliases[name]
-		return j, ok
-	}
-	names := make([]string, 0, len(ids)+len(aliases))
-	for id := range ids {
-		names = append(names, id)
-	}
-	for a := range aliases {
-		names = append(names, a)
-	}
-	slices.Sort(names)
+	known := maps.Clone(ids) // every name a fallback may use
+	maps.Copy(known, aliases)
+	names := slices.Sorted(maps.Keys(known))
 
 	for i, m := range cfg.Models {
 		key := fmt.Sprintf("models[%d].fallbacks", i)
 		for _, f := range m.Fallbacks {
-			j, ok := resolve(f)
-			switch {
+			switch j, ok := known[f]; {
 			case strings.TrimSpace(f) == "":
 				c.add(key, "a fallback is empty")
 			case strings.ContainsFunc(f, unicode.IsSpace):

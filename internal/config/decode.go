@@ -1,0 +1,340 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math"
+	"reflect"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/knadh/koanf/v2"
+	"github.com/pelletier/go-toml/v2"
+
+	"github.com/chutes-proxy/chutes-proxy/internal/fuzzy"
+)
+
+// decode decodes k's merged layers into cfg. Each value of the wrong type
+// and each key Config does not have becomes a Problem; file is the file's
+// content, where go-toml finds the lines of unknown keys. The error is for
+// failures that are about neither, which would be a bug in Load.
+func decode(k *koanf.Koanf, cfg *Config, file []byte, from func(string) string) (Problems, error) {
+	dc := &mapstructure.DecoderConfig{
+		// Not WeaklyTypedInput: "32" where a number goes is a mistake to
+		// report, not to guess at.
+		DecodeHook:  checkType,
+		ErrorUnused: true,
+		// TOML keys are case sensitive; mapstructure's default is not.
+		MatchName: func(mapKey, fieldName string) bool { return mapKey == fieldName },
+	}
+	lines := unknownLines(file)
+	var ps Problems
+	var walk func(error) bool
+	walk = func(err error) bool {
+		switch e := err.(type) {
+		case nil:
+			return true
+		case interface{ Unwrap() []error }:
+			for _, e := range e.Unwrap() {
+				if !walk(e) {
+					return false
+				}
+			}
+			return true
+		case *mapstructure.DecodeError:
+			if errors.As(e.Unwrap(), new(*mapstructure.DecodeError)) {
+				return walk(e.Unwrap()) // a table's errors, joined; report each field
+			}
+			msg := strings.TrimPrefix(e.Error(), "'"+e.Name()+"' ")
+			if list, ok := strings.CutPrefix(msg, "has invalid keys: "); ok {
+				table := e.Name()
+				if table == reflect.TypeFor[Config]().String() {
+					table = "" // how mapstructure names the top level here
+				}
+				for _, key := range strings.Split(list, ", ") {
+					path := strings.TrimPrefix(table+"."+key, ".")
+					ps = append(ps, Problem{File: from(path), Key: path, Msg: unknown(path, lines)})
+				}
+				return true
+			}
+			ps = append(ps, Problem{File: from(e.Name()), Key: e.Name(), Msg: msg})
+			return true
+		case interface{ Unwrap() error }:
+			return walk(e.Unwrap()) // Decode's "decoding failed due to ..." wrapper
+		}
+		return false
+	}
+	err := k.UnmarshalWithConf("", cfg, koanf.UnmarshalConf{Tag: "toml", DecoderConfig: dc})
+	if !walk(err) {
+		return nil, err
+	}
+	return ps, nil
+}
+
+// checkType lets through only what TOML writes for each key, with two
+// conversions: a Duration from a quoted Go duration (a bare 30 would be 30
+// nanoseconds), and a whole number written as 2.0.
+func checkType(from, to reflect.Value) (any, error) {
+	v, t := from.Interface(), to.Type()
+	var ok bool
+	var want string
+	switch {
+	case t == reflect.TypeFor[Duration]():
+		if s, isString := v.(string); isString {
+			var d Duration
+			if d.UnmarshalText([]byte(s)) != nil {
+				return nil, fmt.Errorf("%q is not a duration; use Go syntax such as \"500ms\", \"30s\", \"10m\"", s)
+			}
+			return d, nil
+		}
+		want = `a quoted duration such as "30s"`
+	case t.Kind() == reflect.Int:
+		if f, isFloat := v.(float64); isFloat && f == math.Trunc(f) && math.Abs(f) < math.MaxInt64 {
+			return int64(f), nil
+		}
+		_, ok = v.(int64)
+		want = "a whole number"
+	case t.Kind() == reflect.Float64:
+		switch v.(type) {
+		case int64, float64:
+			ok = true
+		}
+		want = "a number"
+	case t.Kind() == reflect.String:
+		_, ok = v.(string)
+		want = "a quoted string"
+	case t.Kind() == reflect.Bool:
+		_, ok = v.(bool)
+		want = "true or false"
+	case t.Kind() == reflect.Slice:
+		_, ok = v.([]any)
+		want = `a list of strings such as ["a", "b"]`
+		if t.Elem().Kind() == reflect.Struct {
+			want = "an array of tables"
+		}
+	case t.Kind() == reflect.Struct:
+		_, ok = v.(map[string]any)
+		want = "a table"
+	default:
+		return v, nil // a pointer: checked as what it points to
+	}
+	if !ok {
+		return nil, fmt.Errorf("want %s, got %s", want, describe(v))
+	}
+	return v, nil
+}
+
+// describe shows a parsed TOML value as the user wrote it, roughly, so that
+// they can find it; long strings are not shown, since they may be keys.
+func describe(v any) string {
+	switch v := v.(type) {
+	case string:
+		if len(v) > 40 {
+			return "a long string"
+		}
+		return strconv.Quote(v)
+	case []any:
+		return "an array"
+	case map[string]any:
+		return "a table"
+	}
+	return fmt.Sprint(v) // numbers, true and false, dates and times
+}
+
+// unknownLines decodes the file strictly into the shape of Config to learn
+// where the keys Config does not have are: "key on line 7" or "table on
+// line 7", by the key's path without [[models]] indices, in file order. The
+// shape takes any value where Config has one, so that a value of the wrong
+// type does not stop the search.
+//
+// mapstructure, not go-toml, decides which keys are unknown: go-toml
+// matches keys regardless of case (Listen for listen), has no [[models]]
+// index, and stops at a table written as a value. A key it did not report
+// is named without a line.
+func unknownLines(b []byte) map[string][]string {
+	dec := toml.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var strict *toml.StrictMissingError
+	if !errors.As(dec.Decode(reflect.New(shape(reflect.TypeFor[Config]())).Interface()), &strict) {
+		return nil
+	}
+	lines := map[string][]string{}
+	for _, e := range strict.Errors {
+		row, _ := e.Position()
+		at := fmt.Sprintf("key on line %d", row)
+		if strings.HasSuffix(e.Error(), "missing table") {
+			at = fmt.Sprintf("table on line %d", row)
+		}
+		path := strings.Join(e.Key(), ".")
+		lines[path] = append(lines[path], at)
+	}
+	return lines
+}
+
+// shape returns t with every value replaced by any, keeping the tables.
+func shape(t reflect.Type) reflect.Type {
+	switch {
+	case t.Kind() == reflect.Struct:
+		var fs []reflect.StructField
+		for _, f := range keys(t) {
+			fs = append(fs, reflect.StructField{Name: f.Name, Type: shape(f.Type), Tag: reflect.StructTag(`toml:"` + keyName(f) + `"`)})
+		}
+		return reflect.StructOf(fs)
+	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Struct:
+		return reflect.SliceOf(shape(t.Elem()))
+	}
+	return reflect.TypeFor[any]()
+}
+
+// unknown explains the unknown key at path, taking its line from lines.
+// mapstructure reports [[models]] tables in order, as go-toml does, so the
+// first line left for a path is this key's.
+func unknown(path string, lines map[string][]string) string {
+	segs := strings.Split(indexRE.ReplaceAllString(path, ""), ".")
+	bare := strings.Join(segs, ".")
+	at := "key"
+	if l := lines[bare]; len(l) > 0 {
+		at, lines[bare] = l[0], l[1:]
+	}
+	return fmt.Sprintf("unknown %s; %s", at, hint(segs))
+}
+
+// indexRE matches the [[models]] indices in a key path.
+var indexRE = regexp.MustCompile(`\[\d+\]`)
+
+// hint says what an unknown key may have meant. The commonest cause is not a
+// typo but TOML's rule that every key after a [table] header belongs to that
+// table, so it first looks for the key elsewhere in Config.
+func hint(key []string) string {
+	name, parent := key[len(key)-1], key[:len(key)-1]
+	var elsewhere []string
+	paths("", reflect.TypeFor[Config](), func(p string) {
+		if p == name || strings.HasSuffix(p, "."+name) {
+			elsewhere = append(elsewhere, p)
+		}
+	})
+	if len(elsewhere) > 0 {
+		// Prefer a plain key over one inside [[models]], which has copies of
+		// the [breaker] and [rate_limit] keys.
+		to := elsewhere[max(0, slices.IndexFunc(elsewhere, func(p string) bool { return !strings.Contains(p, "[]") }))]
+		switch {
+		case len(parent) > 0 && to == name:
+			return fmt.Sprintf("%s is a top-level key: keys below a [table] header belong to that table, so move it above the first [table]", name)
+		case strings.HasPrefix(to, "models[]."):
+			return fmt.Sprintf("%s belongs in a [[models]] table, after id = \"org/model\"", name)
+		}
+		table, _, _ := strings.Cut(to, ".")
+		return fmt.Sprintf("did you mean %s (under [%s])?", to, table)
+	}
+	t := reflect.TypeFor[Config]()
+	for _, p := range parent {
+		i := slices.IndexFunc(keys(t), func(f reflect.StructField) bool { return keyName(f) == p })
+		if i < 0 {
+			break // a quoted key with a dot in it
+		}
+		if t = keys(t)[i].Type; t.Kind() == reflect.Slice {
+			t = t.Elem()
+		}
+	}
+	var here []string
+	for _, f := range keys(t) {
+		here = append(here, keyName(f))
+	}
+	if s := closest(name, here); s != "" {
+		return fmt.Sprintf("did you mean %q?", s)
+	}
+	where := "at the top level"
+	if len(parent) > 0 {
+		where = "here"
+	}
+	return fmt.Sprintf("the keys %s are %s", where, strings.Join(here, ", "))
+}
+
+// keys returns t's fields that have a TOML key, in declaration order.
+func keys(t reflect.Type) []reflect.StructField {
+	var fs []reflect.StructField
+	for i := range t.NumField() {
+		if f := t.Field(i); keyName(f) != "" {
+			fs = append(fs, f)
+		}
+	}
+	return fs
+}
+
+func keyName(f reflect.StructField) string {
+	if name, _, _ := strings.Cut(f.Tag.Get("toml"), ","); name != "-" {
+		return name
+	}
+	return ""
+}
+
+// paths calls fn with every key path in t; slices of tables appear as
+// "name[]".
+func paths(prefix string, t reflect.Type, fn func(string)) {
+	for _, f := range keys(t) {
+		path := strings.TrimPrefix(prefix+"."+keyName(f), ".")
+		switch ft := f.Type; {
+		case ft.Kind() == reflect.Struct:
+			paths(path, ft, fn)
+		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
+			paths(path+"[]", ft.Elem(), fn)
+		default:
+			fn(path)
+		}
+	}
+}
+
+// closest returns the candidate nearest to s by edit distance, or "" if
+// none is near enough to be a likely typo.
+func closest(s string, candidates []string) string {
+	if len(s) > 64 {
+		return "" // not a typo of anything we have, and costly to compare
+	}
+	best, bestD := "", 0
+	for _, c := range candidates {
+		if len(c) > 64 {
+			continue
+		}
+		d := fuzzy.Distance(strings.ToLower(s), strings.ToLower(c))
+		if limit := max(2, len(c)/3); d <= limit && (best == "" || d < bestD) {
+			best, bestD = c, d
+		}
+	}
+	return best
+}
+
+// syntaxProblem locates a TOML syntax error as "LINE:COLUMN", since there is
+// no key to name yet. go-toml gives no position for a key or table defined
+// twice; for that it is the first line such that the file up to there fails
+// the same way, found by a binary search, since a prefix of the file fails
+// so exactly when it holds the second definition.
+func syntaxProblem(file string, b []byte, err error) Problem {
+	p := Problem{File: file, Msg: strings.TrimPrefix(err.Error(), "toml: ")}
+	var de *toml.DecodeError
+	if errors.As(err, &de) {
+		row, col := de.Position()
+		p.Key = fmt.Sprintf("%d:%d", row, col)
+		return p
+	}
+	var ends []int // where each line ends
+	for i, c := range b {
+		if c == '\n' {
+			ends = append(ends, i+1)
+		}
+	}
+	ends = append(ends, len(b))
+	line := sort.Search(len(ends), func(i int) bool {
+		var m map[string]any
+		e := toml.Unmarshal(b[:ends[i]], &m)
+		return e != nil && e.Error() == err.Error()
+	})
+	if line < len(ends) {
+		p.Key = strconv.Itoa(line + 1)
+	}
+	return p
+}
