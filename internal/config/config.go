@@ -11,7 +11,8 @@ import (
 	"time"
 )
 
-// Config is the effective configuration. Field tags name the TOML keys of
+// Config is the effective configuration. Its toml tags, the one set that
+// koanf, go-toml and the unknown-key check all read, name the keys of
 // ../../proxy.toml, which documents every one of them.
 type Config struct {
 	Listen       string   `toml:"listen"`

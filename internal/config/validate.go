@@ -52,10 +52,10 @@ func (ps Problems) Error() string {
 	return strings.Join(lines, "\n")
 }
 
-// merge joins the shape and decode problems (found) with the validation
-// problems (checked), drops a validation problem about a key that already
-// failed to decode (its zero value would only repeat the complaint), removes
-// duplicates, and sorts.
+// merge joins the decode problems (found: wrong types, unknown keys) with
+// the validation problems (checked), drops a validation problem about a key
+// that already failed to decode (its zero value would only repeat the
+// complaint), removes duplicates, and sorts.
 func merge(found, checked Problems) Problems {
 	all := slices.Clone(found)
 	for _, c := range checked {
