@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/chutes-proxy/chutes-proxy/internal/human"
 )
 
 // Action is what the chain walk does after an attempt failed.
@@ -92,13 +94,19 @@ type StreamError struct {
 
 func (e *StreamError) Error() string { return "stream began with an error: " + e.Reason }
 
-// TimeoutError is an attempt that produced no first byte in time.
+// TimeoutError is an attempt that produced no first token within
+// first_byte_timeout, or (Idle) stalled between tokens for idle_timeout
+// before its reply was whole.
 type TimeoutError struct {
 	After time.Duration
+	Idle  bool
 }
 
 func (e *TimeoutError) Error() string {
-	return "timed out after " + e.After.String() + " waiting for the first token"
+	if e.Idle {
+		return "no token for " + human.Duration(e.After) + " mid-reply (idle_timeout)"
+	}
+	return "no token after " + human.Duration(e.After) + " (first_byte_timeout)"
 }
 
 // Timeout marks it as a net.Error-style time-out.

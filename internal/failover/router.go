@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -241,6 +242,12 @@ type Request struct {
 	// PromptTokens is a cheap estimate of the prompt's size (0 = unknown);
 	// a fallback whose context window is smaller is skipped.
 	PromptTokens int
+	// From starts the walk at this model of the chain (a resumed stream
+	// goes back to the model that was serving it); "" = the chain's head.
+	From string
+	// MaxAttempts, when above 0, bounds the walk below [failover]
+	// max_attempts (what a resumed stream has left).
+	MaxAttempts int
 }
 
 // EstimateTokens guesses a prompt's token count from its body size, erring
@@ -255,11 +262,21 @@ func EstimateTokens(bodyBytes int) int { return bodyBytes / 4 }
 // context's error when the client went away.
 func (r *Router) Do(ctx context.Context, req Request, try TryFunc) (res Result, err error) {
 	chain := r.Resolve(req.Model)
+	if req.From != "" {
+		if i := slices.Index(chain, req.From); i >= 0 {
+			chain = chain[i:]
+		} else {
+			chain = append([]string{req.From}, chain...)
+		}
+	}
 	res = Result{Requested: req.Model, Attempts: make([]Attempt, 0, len(chain))}
 	if w, ok := r.obs.(WalkObserver); ok {
 		defer func() { w.Walked(res, err) }()
 	}
 	maxAttempts := r.table.Load().cfg.Failover.MaxAttempts
+	if req.MaxAttempts > 0 {
+		maxAttempts = min(maxAttempts, req.MaxAttempts)
+	}
 	made := 0
 	for _, id := range chain {
 		if made >= maxAttempts {

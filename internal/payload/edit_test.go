@@ -62,7 +62,7 @@ func TestContinued(t *testing.T) {
 				t.Fatal(err)
 			}
 			text := "Once upon a \"time\"\n"
-			got, err := b.Continued(text)
+			got, err := b.Continued(text, true)
 			if err != nil {
 				t.Fatalf("Continued: %v", err)
 			}
@@ -76,7 +76,23 @@ func TestContinued(t *testing.T) {
 		})
 	}
 	b, _ := Parse([]byte(`{"model":"m","prompt":"hi"}`))
-	if _, err := b.Continued("x"); err != ErrNoMessages {
+	if _, err := b.Continued("x", true); err != ErrNoMessages {
 		t.Fatalf("a body without messages: %v, want ErrNoMessages", err)
+	}
+}
+
+func TestContinuedPrefillOnly(t *testing.T) {
+	b, _ := Parse([]byte(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`))
+	got, err := b.Continued("So", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := decode(t, got.Raw)
+	if _, ok := m["continue_final_message"]; ok {
+		t.Fatalf("prefill only sets continue_final_message: %s", got.Raw)
+	}
+	msgs := m["messages"].([]any)
+	if last := msgs[len(msgs)-1].(map[string]any); last["role"] != "assistant" || last["content"] != "So" {
+		t.Fatalf("last message %v", last)
 	}
 }

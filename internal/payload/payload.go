@@ -207,10 +207,12 @@ func (b Body) Streamed() (Body, error) {
 var ErrNoMessages = errors.New(`the request has no "messages" array to continue`)
 
 // Continued returns the body of a chat that continues a reply cut after
-// text: the original messages plus text as a final assistant message, with
-// "continue_final_message": true and "add_generation_prompt": false, which
-// vLLM and SGLang take as "go on from here" (the prefill is not repeated).
-func (b Body) Continued(text string) (Body, error) {
+// text: the original messages plus text as a final assistant message. With
+// flags it also sets "continue_final_message": true and
+// "add_generation_prompt": false, which vLLM and SGLang take as "go on from
+// here" (the prefill is not repeated); without, the prefill alone, for
+// servers that refuse those keys.
+func (b Body) Continued(text string, flags bool) (Body, error) {
 	m := b.spans[memMessages]
 	if m.start < 0 || b.Raw[m.start] != '[' {
 		return Body{}, ErrNoMessages
@@ -220,6 +222,9 @@ func (b Body) Continued(text string) (Body, error) {
 	end := m.end - 1 // the closing ']'
 	if len(bytes.TrimSpace(b.Raw[m.start+1:end])) > 0 {
 		msg = append([]byte{','}, msg...)
+	}
+	if !flags {
+		return Parse(b.edit(&insert{end, msg}))
 	}
 	return Parse(b.edit(&insert{end, msg},
 		set{memContinue, []byte("true")},

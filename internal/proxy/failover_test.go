@@ -377,7 +377,7 @@ func TestDiagnostics(t *testing.T) {
 		if res.status != 503 || res.code != "all_models_unavailable" {
 			t.Fatalf("%d %s", res.status, res.code)
 		}
-		for _, want := range []string{"down/one: No instances available", "slow/two: timed out after 200ms waiting for the first token", "fallbacks"} {
+		for _, want := range []string{"down/one: No instances available", "slow/two: no token after 200ms", "fallbacks"} {
 			if !strings.Contains(res.message, want) {
 				t.Errorf("message lacks %q: %s", want, res.message)
 			}

@@ -9,20 +9,25 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
+	"github.com/chutes-proxy/chutes-proxy/internal/assemble"
 	"github.com/chutes-proxy/chutes-proxy/internal/config"
 	"github.com/chutes-proxy/chutes-proxy/internal/diagnose"
 	"github.com/chutes-proxy/chutes-proxy/internal/failover"
+	"github.com/chutes-proxy/chutes-proxy/internal/human"
 	"github.com/chutes-proxy/chutes-proxy/internal/payload"
 )
 
 // Causes of an attempt's cancellation, told apart by context.Cause.
 var (
-	errFirstByte = errors.New("first byte timeout")
+	errFirstByte = errors.New("first token timeout")
 	errIdle      = errors.New("idle timeout")
 	errDone      = errors.New("attempt finished")
 )
@@ -38,17 +43,20 @@ const bufSize = 4 << 10
 
 var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, bufSize) }}
 
-// committed is an upstream response whose first byte is in hand: the model
-// that produced it has served.
+// committed is an upstream response whose first token is in hand (a
+// stream) or whose whole reply is (a plain request): the model that
+// produced it has served.
 type committed struct {
 	resp    *http.Response
 	br      *bufio.Reader
-	pending []byte // read before committing: SSE's first event, or a plain body
+	pending []byte // read before committing: a stream's first events, or a plain body
 	whole   bool   // pending is the whole plain body
-	sse     bool
+	sse     bool   // relayed as a stream
+	json    bool   // pending is a reply assembled from a stream: sent as JSON
 	cancel  context.CancelCauseFunc
 	model   string
-	key     string // sent upstream; scrubbed from anything the upstream says
+	key     string              // sent upstream; scrubbed from anything the upstream says
+	reply   *assemble.Assembler // a stream's reply so far, when it may be resumed
 }
 
 func (c *committed) close() {
@@ -58,6 +66,24 @@ func (c *committed) close() {
 	c.cancel(errDone)
 	c.br.Reset(nil)
 	readers.Put(c.br)
+}
+
+// call is one client request on its way along the chain: what every
+// attempt, and a resumed stream, needs of it.
+type call struct {
+	s    *Server
+	st   *state
+	r    *http.Request
+	info *reqInfo
+	url  string
+	body payload.Body
+	key  string
+	// assemble: a plain chat or completion sent upstream as a stream
+	// (stream_plain) and assembled; streamed is that stream's body.
+	assemble bool
+	streamed payload.Body
+	// track: keep a stream's reply so far (resume_streams).
+	track bool
 }
 
 // forward serves a chat, completion or embedding request with failover.
@@ -90,11 +116,20 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, st *state, info
 	ctx, cancel := context.WithTimeout(r.Context(), cfg.Upstream.RequestTimeout.D())
 	defer cancel()
 
-	var c *committed
-	url := upstreamURL(st.base, path, r.URL)
+	c := &call{s: s, st: st, r: r, info: info, url: upstreamURL(st.base, path, r.URL), body: body, key: key}
+	if info.endpoint != epEmbeddings {
+		if body.Stream {
+			c.track = cfg.Failover.ResumeStreams && info.endpoint == epChat
+		} else if cfg.Upstream.StreamPlain {
+			if c.streamed, err = body.Streamed(); err == nil {
+				c.assemble = true
+			}
+		}
+	}
+	var got *committed
 	try := func(ctx context.Context, model string) error {
 		var err error
-		c, err = s.attempt(ctx, st, r, url, body, model, key)
+		got, err = c.attempt(ctx, c.body, model, false)
 		return err
 	}
 	res, err := s.router.Do(ctx, failover.Request{Model: body.Model, PromptTokens: failover.EstimateTokens(len(raw))}, try)
@@ -109,8 +144,8 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, st *state, info
 		s.writeError(w, r, st, info, diagnose.Explain(res, err, s.diagEnv(st, key, fromClient)))
 		return
 	}
-	defer c.close()
-	s.relay(w, r, st, info, c)
+	defer func() { got.close() }()
+	c.relay(ctx, w, &got)
 }
 
 // ensureCatalog fetches the upstream's model list once when a 404 needs it
@@ -187,44 +222,64 @@ func readBody(r *http.Request, limit int64) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-// attempt makes one upstream request for model and waits for the first
-// byte of a successful body. Everything that can go wrong before that byte
-// is returned as an error for failover to classify; the model is committed
-// only once that byte is in hand, because a Chutes miner can send 200
-// headers and then hang, or open a stream with an error event.
-func (s *Server) attempt(ctx context.Context, st *state, r *http.Request, url string, body payload.Body, model, key string) (*committed, error) {
+// attempt makes one upstream request for model and waits for its first
+// token: a stream is committed then; a plain request only once its whole
+// reply is in hand. Everything that can go wrong before is returned as an
+// error for failover to classify, because a Chutes miner can send 200
+// headers and then hang, open a stream with an error event, or stall
+// halfway through a reply. first_byte_timeout runs until the first token
+// (role-only events and keep-alives do not count), idle_timeout between
+// tokens after it. A continuation (resume) holds back the events before its
+// first token: the client has them already.
+func (c *call) attempt(ctx context.Context, body payload.Body, model string, continuation bool) (*committed, error) {
+	up := c.st.cfg.Upstream
+	first, idle := up.FirstByteTimeout.D(), up.IdleTimeout.D()
 	actx, cancel := context.WithCancelCause(ctx)
-	firstByte := st.cfg.Upstream.FirstByteTimeout.D()
-	timer := time.AfterFunc(firstByte, func() { cancel(errFirstByte) })
+	var flowing atomic.Bool // a token came: the timer is idle_timeout now
+	timer := time.AfterFunc(first, func() {
+		if flowing.Load() {
+			cancel(errIdle)
+		} else {
+			cancel(errFirstByte)
+		}
+	})
+	timedOut := func() error {
+		switch context.Cause(actx) {
+		case errFirstByte:
+			return &failover.TimeoutError{After: first}
+		case errIdle:
+			return &failover.TimeoutError{After: idle, Idle: true}
+		}
+		return nil
+	}
 	fail := func(err error) (*committed, error) {
 		timer.Stop()
-		if context.Cause(actx) == errFirstByte {
-			err = &failover.TimeoutError{After: firstByte}
+		if te := timedOut(); te != nil {
+			err = te
 		}
 		var se *failover.StreamError
 		if errors.As(err, &se) {
-			se.Reason = scrub(se.Reason, key)
+			se.Reason = scrub(se.Reason, c.key)
 		}
 		cancel(errDone)
 		return nil, err
 	}
 
-	rd, n := body.Reader(model)
-	req, err := http.NewRequestWithContext(actx, http.MethodPost, url, rd)
-	if err != nil {
-		return fail(err)
+	assembled := c.assemble && !c.s.plainOnly(model)
+	if assembled {
+		body = c.streamed
 	}
-	req.ContentLength = n
-	req.GetBody = func() (io.ReadCloser, error) {
-		rd, _ := body.Reader(model)
-		return io.NopCloser(rd), nil
+	resp, err := c.send(actx, body, model)
+	if err == nil && assembled && resp.StatusCode == http.StatusBadRequest {
+		// Some servers refuse "stream": true or stream_options: ask plain
+		// once; if that goes through, remember it for the model.
+		resp.Body.Close()
+		assembled = false
+		if resp, err = c.send(actx, c.body, model); err == nil && resp.StatusCode < 400 {
+			c.s.setPlainOnly(model)
+			c.s.log.Info("the upstream refuses to stream plain requests for this model: sending them plain", "model", model)
+		}
 	}
-	req.Header = upstreamHeader(r.Header, key)
-	if req.Header.Get("Content-Type") == "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-
-	resp, err := st.transport.RoundTrip(req)
 	if err != nil {
 		return fail(err)
 	}
@@ -233,7 +288,7 @@ func (s *Server) attempt(ctx context.Context, st *state, r *http.Request, url st
 		resp.Body.Close()
 		return fail(&failover.UpstreamError{
 			Status:      resp.StatusCode,
-			Body:        []byte(scrub(string(b), key)),
+			Body:        []byte(scrub(string(b), c.key)),
 			ContentType: resp.Header.Get("Content-Type"),
 			RetryAfter:  failover.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()),
 		})
@@ -241,12 +296,37 @@ func (s *Server) attempt(ctx context.Context, st *state, r *http.Request, url st
 
 	br := readers.Get().(*bufio.Reader)
 	br.Reset(resp.Body)
-	c := &committed{resp: resp, br: br, cancel: cancel, model: model, key: key,
+	cm := &committed{resp: resp, br: br, cancel: cancel, model: model, key: c.key,
 		sse: strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")}
-	if c.sse {
-		c.pending, err = firstEvent(br)
-	} else if err = firstBytes(br, resp); err == nil {
-		c.pending, c.whole, err = readAhead(br, resp.ContentLength)
+	token := func() {
+		flowing.Store(true)
+		timer.Reset(idle)
+	}
+	ep := assemble.Chat
+	if c.info.endpoint == epCompletions {
+		ep = assemble.Completions
+	}
+	switch {
+	case cm.sse && assembled:
+		// The client asked for one object: the whole reply is read
+		// before the commit, so a cut or stall goes on to the next model.
+		cm.pending, err = assembleReply(br, assemble.New(ep), token)
+		cm.sse, cm.json, cm.whole = false, true, true
+	case cm.sse:
+		var held, tok []byte
+		cm.reply = assemble.New(ep)
+		held, tok, err = firstToken(br, cm.reply)
+		cm.pending = append(held, tok...)
+		if continuation {
+			cm.pending = tok
+		}
+		if !c.track {
+			cm.reply = nil
+		}
+	default:
+		if err = firstBytes(br, resp); err == nil {
+			cm.pending, cm.whole, err = readAhead(br, resp.ContentLength)
+		}
 	}
 	if err != nil {
 		resp.Body.Close()
@@ -254,11 +334,32 @@ func (s *Server) attempt(ctx context.Context, st *state, r *http.Request, url st
 		readers.Put(br)
 		return fail(err)
 	}
-	if !timer.Stop() && context.Cause(actx) == errFirstByte {
-		c.close()
-		return nil, &failover.TimeoutError{After: firstByte}
+	if !timer.Stop() {
+		if te := timedOut(); te != nil {
+			cm.close()
+			return nil, te
+		}
 	}
-	return c, nil
+	return cm, nil
+}
+
+// send makes one upstream request with body, its model set to model.
+func (c *call) send(ctx context.Context, body payload.Body, model string) (*http.Response, error) {
+	rd, n := body.Reader(model)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, rd)
+	if err != nil {
+		return nil, err
+	}
+	req.ContentLength = n
+	req.GetBody = func() (io.ReadCloser, error) {
+		rd, _ := body.Reader(model)
+		return io.NopCloser(rd), nil
+	}
+	req.Header = upstreamHeader(c.r.Header, c.key)
+	if req.Header.Get("Content-Type") == "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	return c.st.transport.RoundTrip(req)
 }
 
 // maxWholeBody is the largest non-stream answer read whole before the
@@ -332,57 +433,160 @@ func firstBytes(br *bufio.Reader, resp *http.Response) error {
 	return nil
 }
 
-// relay copies a committed response to the client.
-func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *state, info *reqInfo, c *committed) {
+// relay copies a committed response to the client. A stream that breaks
+// after its commit is resumed when it can be (resume_streams), else it ends
+// with a stream_interrupted event; either way a cut never looks like an
+// ending.
+func (c *call) relay(ctx context.Context, w http.ResponseWriter, got **committed) {
+	cm, info := *got, c.info
 	h := w.Header()
-	copyResponseHeader(h, c.resp.Header)
-	h.Set("X-Chutes-Proxy-Model", c.model)
+	copyResponseHeader(h, cm.resp.Header)
+	h.Set("X-Chutes-Proxy-Model", cm.model)
 	h.Set("X-Chutes-Proxy-Attempts", strconv.Itoa(info.attempts))
-	if c.sse {
+	switch {
+	case cm.sse:
 		h.Del("Content-Length")
 		h.Set("Cache-Control", "no-cache")
 		h.Set("X-Accel-Buffering", "no")
+	case cm.json:
+		h.Del("X-Accel-Buffering")
+		h.Set("Content-Type", "application/json")
+		h.Set("Content-Length", strconv.Itoa(len(cm.pending)))
 	}
-	w.WriteHeader(c.resp.StatusCode)
-
-	idle := st.cfg.Upstream.IdleTimeout.D()
-	timer := time.AfterFunc(idle, func() { c.cancel(errIdle) })
-	defer timer.Stop()
+	w.WriteHeader(cm.resp.StatusCode)
 	rc := http.NewResponseController(w)
 
-	var err error
-	if c.sse {
-		err = relaySSE(w, rc, c, func() { timer.Reset(idle) })
-	} else {
-		err = relayPlain(w, c, func() { timer.Reset(idle) })
+	var ids *idRewrite
+	text, firstID := "", ""
+	cuts := map[string]int{} // per model: a model cut twice is not asked again
+	if cm.reply != nil {
+		firstID = cm.reply.ID()
 	}
-	if err == nil || errors.Is(err, errClientWrite) {
-		return
-	}
-	// The upstream broke after the commit: the client has part of a reply.
-	reason := scrub(err.Error(), c.key)
-	if context.Cause(c.resp.Request.Context()) == errIdle {
-		reason = "no data from the upstream for " + idle.String() + " (idle_timeout)"
-	} else if context.Cause(c.resp.Request.Context()) == context.DeadlineExceeded {
-		reason = "request_timeout reached"
-	}
-	s.log.LogAttrs(r.Context(), slog.LevelWarn, "stream interrupted",
-		slog.String("request_id", info.id), slog.String("model", c.model), slog.String("reason", reason))
-	info.errCode = diagnose.CodeStreamInterrupted
-	if c.sse {
-		e := diagnose.StreamInterrupted(c.model, reason)
-		if errors.Is(err, errMidLine) {
-			// end the broken line and its event, so the error event parses
-			_, _ = w.Write([]byte("\n\n"))
+	for {
+		var err error
+		idle := c.idleTimer(cm)
+		if cm.sse {
+			err = relaySSE(w, rc, cm, idle.touch, ids)
+		} else {
+			err = relayPlain(w, cm, idle.touch)
 		}
-		_, _ = w.Write([]byte("data: "))
-		_, _ = w.Write(e.JSON())
-		_, _ = w.Write([]byte("\n\n"))
-		_ = rc.Flush()
+		idle.stop()
+		if err == nil || errors.Is(err, errClientWrite) {
+			return
+		}
+		// The upstream broke after the commit: the client has part of a reply.
+		reason := c.cutReason(cm, err)
+		if cm.reply != nil {
+			text += cm.reply.Text()
+			cuts[cm.model]++
+			if next := c.resume(ctx, cm, text, reason, cuts[cm.model] > 1); next != nil {
+				cm.close()
+				cm, *got = next, next
+				ids = newIDRewrite(next.reply.ID(), firstID)
+				_, _ = w.Write([]byte(": resumed on " + next.model + "\n\n"))
+				continue
+			}
+		}
+		c.s.log.LogAttrs(c.r.Context(), slog.LevelWarn, "stream interrupted",
+			slog.String("request_id", info.id), slog.String("model", cm.model), slog.String("reason", reason))
+		info.errCode = diagnose.CodeStreamInterrupted
+		if cm.sse {
+			e := diagnose.StreamInterrupted(cm.model, reason)
+			if errors.Is(err, errMidLine) {
+				// end the broken line and its event, so the error event parses
+				_, _ = w.Write([]byte("\n\n"))
+			}
+			_, _ = w.Write([]byte("data: "))
+			_, _ = w.Write(e.JSON())
+			_, _ = w.Write([]byte("\n\n"))
+			_ = rc.Flush()
+		}
+		// Close the connection so the client cannot take a cut reply for a
+		// whole one.
+		panic(http.ErrAbortHandler)
 	}
-	// Close the connection so the client cannot take a cut reply for a
-	// whole one.
-	panic(http.ErrAbortHandler)
+}
+
+// idle cuts a committed response that stays silent for idle_timeout.
+type idle struct {
+	t *time.Timer
+	d time.Duration
+}
+
+func (c *call) idleTimer(cm *committed) idle {
+	d := c.st.cfg.Upstream.IdleTimeout.D()
+	return idle{t: time.AfterFunc(d, func() { cm.cancel(errIdle) }), d: d}
+}
+
+func (i idle) touch() { i.t.Reset(i.d) }
+func (i idle) stop()  { i.t.Stop() }
+
+// cutReason says why a committed response broke, for the log and the
+// stream_interrupted event.
+func (c *call) cutReason(cm *committed, err error) string {
+	switch context.Cause(cm.resp.Request.Context()) {
+	case errIdle:
+		return "no token for " + human.Duration(c.st.cfg.Upstream.IdleTimeout.D()) + " (idle_timeout)"
+	case context.DeadlineExceeded:
+		return "request_timeout reached"
+	}
+	return scrub(err.Error(), cm.key)
+}
+
+// resume continues a stream cut after its first token: the same model once
+// more (another miner usually takes it; after a second cut, the models after
+// it), then the rest of its chain, within what is left of max_attempts and
+// request_timeout, asking each to go on from text. It returns the
+// continuation, committed at its first token, or nil when the reply cannot
+// or could not be continued: cut inside its reasoning or a tool call, or no
+// model took it up.
+func (c *call) resume(ctx context.Context, cm *committed, text, reason string, again bool) *committed {
+	left := c.st.cfg.Failover.MaxAttempts - c.info.attempts
+	if text == "" || !cm.reply.Resumable() || left <= 0 || ctx.Err() != nil {
+		return nil
+	}
+	from := cm.model
+	if again {
+		chain := c.s.router.Resolve(c.body.Model)
+		i := slices.Index(chain, cm.model)
+		if i < 0 || i+1 >= len(chain) {
+			return nil
+		}
+		from = chain[i+1]
+	}
+	body, err := c.body.Continued(text, true)
+	if err != nil {
+		return nil
+	}
+	var next *committed
+	try := func(ctx context.Context, model string) error {
+		next, err = c.attempt(ctx, body, model, true)
+		var ue *failover.UpstreamError
+		if errors.As(err, &ue) && ue.Status == http.StatusBadRequest {
+			// An upstream that does not know continue_final_message:
+			// the prefill alone.
+			if plain, perr := c.body.Continued(text, false); perr == nil {
+				next, err = c.attempt(ctx, plain, model, true)
+			}
+		}
+		return err
+	}
+	res, err := c.s.router.Do(ctx, failover.Request{Model: c.body.Model, From: from, MaxAttempts: left}, try)
+	c.info.attempts += res.UpstreamAttempts()
+	if err != nil {
+		c.s.log.LogAttrs(c.r.Context(), slog.LevelWarn, "stream not resumed",
+			slog.String("request_id", c.info.id), slog.String("model", cm.model), slog.String("reason", reason),
+			slog.String("resume", failover.Describe(err)))
+		return nil
+	}
+	c.info.served = res.Model
+	c.s.log.LogAttrs(c.r.Context(), slog.LevelInfo, "stream resumed",
+		slog.String("request_id", c.info.id), slog.String("model", cm.model), slog.String("reason", reason),
+		slog.String("resumed_on", res.Model), slog.Int("chars_so_far", utf8.RuneCountInString(text)))
+	if c.s.resumed != nil {
+		c.s.resumed(cm.model, res.Model)
+	}
+	return next
 }
 
 // errClientWrite marks a failed write to the client: it went away, and

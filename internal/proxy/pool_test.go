@@ -28,7 +28,7 @@ func TestUpstreamConnectionsReused(t *testing.T) {
 		switch {
 		case strings.Contains(string(b), `"stream":true`):
 			w.Header().Set("Content-Type", "text/event-stream")
-			io.WriteString(w, "data: {\"id\":\"1\",\"choices\":[]}\n\n")
+			io.WriteString(w, "data: {\"id\":\"1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}]}\n\n")
 			w.(http.Flusher).Flush()
 			io.WriteString(w, "data: [DONE]\n\n")
 		case strings.Contains(string(b), `"model":"missing"`):
@@ -87,7 +87,7 @@ func TestHTTPSUpstream(t *testing.T) {
 		if strings.Contains(string(b), `"stream":true`) {
 			w.Header().Set("Content-Type", "text/event-stream")
 			for i := range 3 {
-				fmt.Fprintf(w, "data: {\"id\":\"%d\",\"choices\":[]}\n\n", i)
+				fmt.Fprintf(w, "data: {\"id\":\"%d\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}]}\n\n", i)
 				w.(http.Flusher).Flush()
 			}
 			io.WriteString(w, "data: [DONE]\n\n")
@@ -123,7 +123,7 @@ func TestHTTPSUpstream(t *testing.T) {
 			}
 			want := `{"id":"1","object":"chat.completion","choices":[]}`
 			if stream {
-				want = "data: {\"id\":\"0\",\"choices\":[]}\n\ndata: {\"id\":\"1\",\"choices\":[]}\n\ndata: {\"id\":\"2\",\"choices\":[]}\n\ndata: [DONE]\n\n"
+				want = "data: {\"id\":\"0\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}]}\n\ndata: {\"id\":\"1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}]}\n\ndata: {\"id\":\"2\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}]}\n\ndata: [DONE]\n\n"
 			}
 			if string(got) != want {
 				t.Fatalf("stream=%t: body\n%q\nwant\n%q", stream, got, want)

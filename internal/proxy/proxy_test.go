@@ -42,6 +42,9 @@ func testConfig(t testing.TB, upstream string, edit func(*config.Config)) *confi
 	cfg.Upstream.APIKey = "cpk_test0123456789abcdef.secretsecretsecret"
 	cfg.Upstream.FirstByteTimeout = config.Duration(2 * time.Second)
 	cfg.Upstream.IdleTimeout = config.Duration(2 * time.Second)
+	// The fake upstreams of these tests answer plain requests plainly;
+	// stream_plain has its own tests, against the simulator.
+	cfg.Upstream.StreamPlain = false
 	cfg.Models = nil
 	if edit != nil {
 		edit(cfg)
@@ -316,7 +319,7 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 	canceled := make(chan struct{})
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
-		io.WriteString(w, "data: {\"x\":1}\n\n")
+		io.WriteString(w, "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}]}\n\n")
 		http.NewResponseController(w).Flush()
 		<-r.Context().Done()
 		close(canceled)
@@ -346,7 +349,7 @@ func TestGracefulDrain(t *testing.T) {
 	release := make(chan struct{})
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
-		io.WriteString(w, "data: {\"n\":1}\n\n")
+		io.WriteString(w, "data: {\"n\":1,\"choices\":[{\"index\":0,\"delta\":{\"content\":\"1\"}}]}\n\n")
 		http.NewResponseController(w).Flush()
 		<-release
 		io.WriteString(w, "data: {\"n\":2}\n\ndata: [DONE]\n\n")

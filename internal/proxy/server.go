@@ -15,6 +15,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -44,6 +45,9 @@ type Options struct {
 	// ended, once its response is over: the model that served ("" = none)
 	// and "served" or the error code (stream_interrupted, client_closed ...).
 	Done func(served, outcome string)
+	// Resumed, when set, hears each stream resumed after a cut: the model
+	// that was cut and the one that took it up (resume_streams).
+	Resumed func(from, to string)
 	// Account summarises the Chutes account ("212 of 300 requests used
 	// today; balance $0.00") for the payment_required diagnosis; nil or ""
 	// when unknown.
@@ -60,7 +64,18 @@ type Server struct {
 	gate    func(ctx context.Context) *diagnose.Error
 	account func() string
 	done    func(served, outcome string)
+	resumed func(from, to string)
+	// streamRefusers are the models whose upstream refused a plain request
+	// sent as a stream (stream_plain): they are asked plain.
+	streamRefusers sync.Map
 }
+
+func (s *Server) plainOnly(model string) bool {
+	_, ok := s.streamRefusers.Load(model)
+	return ok
+}
+
+func (s *Server) setPlainOnly(model string) { s.streamRefusers.Store(model, true) }
 
 // state is everything derived from one config load.
 type state struct {
@@ -80,7 +95,7 @@ func New(o Options) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{log: log, router: o.Router, catalog: o.Catalog, pages: o.Pages, gate: o.Gate, account: o.Account, done: o.Done}
+	s := &Server{log: log, router: o.Router, catalog: o.Catalog, pages: o.Pages, gate: o.Gate, account: o.Account, done: o.Done, resumed: o.Resumed}
 	if s.router == nil {
 		s.router = failover.New(o.Config, log, nil)
 	}

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strconv"
 	"testing"
+
+	"github.com/chutes-proxy/chutes-proxy/internal/assemble"
 )
 
 // flushCounter is a ResponseWriter that drops what is written and counts
@@ -53,13 +55,13 @@ func BenchmarkRelaySSE(b *testing.B) {
 			for b.Loop() {
 				rd.Reset(data)
 				br.Reset(rd)
-				pending, err := firstEvent(br)
+				held, tok, err := firstToken(br, assemble.New(assemble.Chat))
 				if err != nil {
 					b.Fatal(err)
 				}
-				c := &committed{br: br, pending: pending, sse: true, cancel: cancel}
+				c := &committed{br: br, pending: append(held, tok...), sse: true, cancel: cancel}
 				w.flushes = 0
-				if err := relaySSE(w, rc, c, touch); err != nil {
+				if err := relaySSE(w, rc, c, touch, nil); err != nil {
 					b.Fatal(err)
 				}
 				// one flush per event after the first, the first event's,

@@ -8,6 +8,8 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"github.com/chutes-proxy/chutes-proxy/internal/assemble"
+
 	"github.com/chutes-proxy/chutes-proxy/internal/failover"
 )
 
@@ -72,70 +74,60 @@ func FuzzClassify(f *testing.F) {
 	})
 }
 
-// streamModel is what firstEvent and relaySSE together must make of a
-// stream: the first event is held (junk dropped) and refused if an error
-// comes first; the rest is passed on line by line without junk until an
-// error line; a last line without its ending is completed after a clean
-// end of the relay.
-func streamModel(data []byte) (out []byte, failedFirst, failedLater bool) {
-	lines := bytes.SplitAfter(data, []byte("\n"))
+// relayModel is what relaySSE must make of a stream after its commit: the
+// rest is passed on line by line without junk until an error line; a last
+// line without its ending is completed after a clean end, and an end
+// without "data: [DONE]" is a failure.
+func relayModel(rest []byte) (out []byte, failed bool) {
+	lines := bytes.SplitAfter(rest, []byte("\n"))
 	if len(lines) > 0 && len(lines[len(lines)-1]) == 0 {
 		lines = lines[:len(lines)-1]
 	}
-	i, sawData := 0, false
-first:
-	for ; i < len(lines); i++ {
-		switch k, _ := classify(lines[i]); k {
-		case lineError, lineBareJSON:
-			return nil, true, false
-		case lineBlank:
-			out = append(out, lines[i]...)
-			if sawData {
-				i++
-				break first
-			}
-		case lineField:
-			sawData = sawData || bytes.HasPrefix(lines[i], []byte("data:"))
-			out = append(out, lines[i]...)
-		}
-	}
-	if !sawData {
-		return nil, true, false
-	}
-	for ; i < len(lines); i++ {
-		l := lines[i]
+	sawDone := false
+	for _, l := range lines {
 		switch k, _ := classify(l); k {
 		case lineError, lineBareJSON:
-			return out, false, true
+			return out, true
 		case lineJunk:
 			continue
 		}
 		if l[len(l)-1] != '\n' {
 			l = append(bytes.TrimRight(l, "\r"), '\n', '\n')
 		}
+		if d, ok := bytes.CutPrefix(bytes.TrimRight(l, "\r\n"), []byte("data:")); ok && string(bytes.TrimPrefix(d, []byte(" "))) == "[DONE]" {
+			sawDone = true
+		}
 		out = append(out, l...)
 	}
-	return out, false, false
+	return out, !sawDone
 }
 
-// relayAll runs firstEvent and relaySSE over data as the proxy does, with a
+// firstAll runs firstToken over data with a read buffer of size, and says
+// how many bytes of data it consumed.
+func firstAll(data []byte, size int) (pending []byte, consumed int, br *bufio.Reader, err error) {
+	rd := bytes.NewReader(data)
+	br = bufio.NewReaderSize(rd, size)
+	held, tok, err := firstToken(br, assemble.New(assemble.Chat))
+	return append(held, tok...), len(data) - rd.Len() - br.Buffered(), br, err
+}
+
+// relayAll runs firstToken and relaySSE over data as the proxy does, with a
 // read buffer of size.
-func relayAll(data []byte, size int) (out []byte, firstErr, relayErr error) {
-	br := bufio.NewReaderSize(bytes.NewReader(data), size)
-	pending, err := firstEvent(br)
+func relayAll(data []byte, size int) (out, pending []byte, consumed int, firstErr, relayErr error) {
+	pending, consumed, br, err := firstAll(data, size)
 	if err != nil {
-		return nil, err, nil
+		return nil, nil, 0, err, nil
 	}
 	rec := httptest.NewRecorder()
 	c := &committed{br: br, pending: pending}
-	err = relaySSE(rec, http.NewResponseController(rec), c, func() {})
-	return rec.Body.Bytes(), nil, err
+	err = relaySSE(rec, http.NewResponseController(rec), c, func() {}, nil)
+	return rec.Body.Bytes(), pending, consumed, nil, err
 }
 
-// FuzzFirstEvent: the first event held before committing is the same
-// whatever the read buffer's size, never holds an error or junk line, and
-// ends at an event boundary or the end of the stream.
-func FuzzFirstEvent(f *testing.F) {
+// FuzzFirstToken: what is held before committing is the same whatever the
+// read buffer's size, never holds an error or junk line, and ends at an
+// event boundary or the end of the stream.
+func FuzzFirstToken(f *testing.F) {
 	for _, s := range sseSeeds {
 		f.Add([]byte(s))
 	}
@@ -143,7 +135,7 @@ func FuzzFirstEvent(f *testing.F) {
 		var got [2][]byte
 		var errs [2]error
 		for i, size := range []int{16, 64 << 10} {
-			got[i], errs[i] = firstEvent(bufio.NewReaderSize(bytes.NewReader(data), size))
+			got[i], _, _, errs[i] = firstAll(data, size)
 		}
 		if !bytes.Equal(got[0], got[1]) || (errs[0] == nil) != (errs[1] == nil) {
 			t.Fatalf("buffer sizes disagree: %q (%v) vs %q (%v)", got[0], errs[0], got[1], errs[1])
@@ -167,21 +159,21 @@ func FuzzFirstEvent(f *testing.F) {
 		if !bytes.Contains(got[0], []byte("data:")) {
 			t.Fatalf("no data line in %q", got[0])
 		}
-		if !bytes.HasSuffix(got[0], []byte("\n")) && !bytes.HasSuffix(data, lines[len(lines)-1]) {
-			t.Fatalf("held %q ends mid-line before the end of the stream", got[0])
+		if !bytes.HasSuffix(got[0], []byte("\n")) || len(bytes.TrimRight(lines[len(lines)-2], "\r\n")) > 0 {
+			t.Fatalf("held %q does not end with a blank line", got[0])
 		}
 	})
 }
 
-// FuzzRelaySSE: what reaches the client is exactly streamModel's answer,
-// and with a tiny read buffer (lines split across reads) nothing panics
-// and no whole error line is ever passed on.
+// FuzzRelaySSE: what reaches the client is exactly the held events and
+// relayModel's answer for the rest, and with a tiny read buffer (lines split
+// across reads) nothing panics and no whole error line is ever passed on.
 func FuzzRelaySSE(f *testing.F) {
 	for _, s := range sseSeeds {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		out, firstErr, relayErr := relayAll(data, 16)
+		out, _, _, firstErr, _ := relayAll(data, 16)
 		if firstErr == nil {
 			for _, l := range bytes.SplitAfter(out, []byte("\n")) {
 				if k, _ := classify(l); len(l) > 0 && l[len(l)-1] == '\n' && len(l) <= 16 && (k == lineError || k == lineBareJSON) {
@@ -194,22 +186,22 @@ func FuzzRelaySSE(f *testing.F) {
 				return // the model judges a line whole; the relay by its first 4 KiB
 			}
 		}
-		out, firstErr, relayErr = relayAll(data, 4096)
-		want, failedFirst, failedLater := streamModel(data)
-		switch {
-		case failedFirst != (firstErr != nil):
-			t.Fatalf("first event error %v, model says failed=%v", firstErr, failedFirst)
-		case failedFirst:
+		out, pending, consumed, firstErr, relayErr := relayAll(data, 4096)
+		if firstErr != nil {
 			return
-		case failedLater != (relayErr != nil):
-			t.Fatalf("relay error %v, model says failed=%v; out %q", relayErr, failedLater, out)
+		}
+		rest, failed := relayModel(data[consumed:])
+		want := append(bytes.Clone(pending), rest...)
+		switch {
+		case failed != (relayErr != nil):
+			t.Fatalf("relay error %v, model says failed=%v; out %q", relayErr, failed, out)
 		case !bytes.Equal(out, want):
 			t.Fatalf("relayed\n%q\nwant\n%q", out, want)
 		}
 		if relayErr != nil {
 			var ue *upstreamStreamError
-			if !errors.As(relayErr, &ue) {
-				t.Fatalf("relay error %v is not the upstream's", relayErr)
+			if !errors.As(relayErr, &ue) && !errors.Is(relayErr, errNoDone) {
+				t.Fatalf("relay error %v is neither the upstream's nor a missing [DONE]", relayErr)
 			}
 		}
 	})

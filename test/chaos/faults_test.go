@@ -402,8 +402,9 @@ func runFaults(t *testing.T, fs []fault) {
 }
 
 // TestFlapping sends requests one after another to a model that fails every
-// other N requests; each must be served, by it or by its fallback, and
-// once its breaker opens the fallback takes over without trying it.
+// other N requests; each must be served, by it or by its fallback. With
+// failures = 3, runs of one or two failures never open its breaker (every
+// request tries it once), while runs of four do (some requests skip it).
 func TestFlapping(t *testing.T) {
 	for _, n := range []int{1, 2, 4} {
 		for _, stream := range []bool{false, true} {
@@ -439,9 +440,15 @@ func TestFlapping(t *testing.T) {
 					}
 					served[r.header.Get("X-Chutes-Proxy-Model")]++
 				}
-				t.Logf("served: %v; upstream calls to the flapping model: %d", served, up.count(faultModel))
-				if n >= 3 && up.count(faultModel) >= requests {
-					t.Errorf("the breaker never opened: %d calls", up.count(faultModel))
+				upCalls := up.count(faultModel)
+				t.Logf("served: %v; upstream calls to the flapping model: %d", served, upCalls)
+				if served[faultModel]+served[goodModel] != requests {
+					t.Errorf("served %v: want all %d by the two models", served, requests)
+				}
+				if opens := n >= 3; opens && upCalls >= requests {
+					t.Errorf("runs of %d failures never opened the breaker: %d calls for %d requests", n, upCalls, requests)
+				} else if !opens && upCalls != requests {
+					t.Errorf("runs of %d failures opened the breaker: %d calls for %d requests, want one each", n, upCalls, requests)
 				}
 			})
 		}

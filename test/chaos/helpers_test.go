@@ -127,11 +127,10 @@ func serveProxy(t testing.TB, cfg *config.Config, pages bool) *testProxy {
 	logger := slog.New(slog.NewJSONHandler(io.MultiWriter(p.logs, captured.writer("log "+t.Name())),
 		&slog.HandlerOptions{Level: slog.LevelDebug}))
 	if pages {
-		mon := health.New(health.Options{Logger: logger})
-		router := failover.New(cfg, logger, mon)
 		cat := catalog.New()
-		p.Srv = proxy.New(proxy.Options{Config: cfg, Router: router, Catalog: cat, Logger: logger, Pages: mon.Handler()})
-		mon.Attach(router, cat, p.Srv.Client)
+		mon := health.New(health.Options{Config: cfg, Catalog: cat, Logger: logger})
+		router := failover.New(cfg, logger, mon)
+		p.Srv = proxy.New(proxy.Options{Config: cfg, Router: router, Catalog: cat, Logger: logger, Pages: mon.Handler(router)})
 	} else {
 		p.Srv = proxy.New(proxy.Options{Config: cfg, Logger: logger})
 	}
