@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/chutes-proxy/chutes-proxy/internal/config"
@@ -24,6 +25,13 @@ const demoKey = "cpk_demo_not_a_real_key"
 // demoChain is the "auto" alias's chain: down, flaky, healthy.
 var demoChain = []string{
 	"deepseek-ai/DeepSeek-R1",
+	"Qwen/Qwen2.5-72B-Instruct",
+	"chutesai/Mistral-Small-3.1-24B-Instruct-2503",
+}
+
+// resumeChain is the chain of `demo --resume`: a model that cuts half of its
+// streams mid-reply, then a healthy one (simulator.ResumeScenario).
+var resumeChain = []string{
 	"Qwen/Qwen2.5-72B-Instruct",
 	"chutesai/Mistral-Small-3.1-24B-Instruct-2503",
 }
@@ -47,10 +55,13 @@ account_url = ""                # offline: no account API
 failures = 3
 cooldown = "30s"
 
+[failover]
+resume_streams = %t             # true in demo --resume: cut streams are continued
+
 [[models]]
 id = %q
 aliases = ["auto", "r1"]
-fallbacks = [%q, %q]
+fallbacks = %s
 
 [[models]]
 id = "deepseek-ai/DeepSeek-V3"  # healthy, streams reasoning_content before content
@@ -60,8 +71,13 @@ aliases = ["v3"]
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("demo", "Run a simulated Chutes (offline, no key needed) and the proxy in front of it, with a chain\nwhose first model is down and second flaky, and print curl lines that show failover. Ctrl-C stops both.", stdout, stderr)
 	listen := fs.String("listen", defaultDemoListen, "address the proxy listens on")
+	resume := fs.Bool("resume", false, "a chain whose first model cuts half of its streams mid-reply, with resume_streams on: every streamed reply still arrives whole")
 	if code, done := parse(fs, args); done {
 		return code
+	}
+	sc, chain := simulator.DefaultScenario(), demoChain
+	if *resume {
+		sc, chain = simulator.ResumeScenario(), resumeChain
 	}
 
 	// Say plainly when the port is taken, before starting anything. serve
@@ -75,7 +91,6 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	ln.Close()
 
-	sc := simulator.DefaultScenario()
 	sim := simulator.New(sc)
 	simLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -100,7 +115,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	defer os.RemoveAll(dir)
 	file := filepath.Join(dir, "proxy.toml")
-	text := fmt.Sprintf(demoConfigTOML, *listen, simBase, demoKey, demoChain[0], demoChain[1], demoChain[2])
+	text := fmt.Sprintf(demoConfigTOML, *listen, simBase, demoKey, *resume, chain[0], tomlList(chain[1:]))
 	if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
 		fmt.Fprintln(stderr, "chutes-proxy demo:", err)
 		return 1
@@ -119,13 +134,13 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	defer lw.Flush()
 	log := newLogger(lw)
 	ready := func(addr string) {
-		printDemoBanner(stdout, sc, addr, simBase, file, cfg)
+		printDemoBanner(stdout, sc, chain, *resume, addr, simBase, file, cfg)
 	}
 	return serve(ctx, cfg, opts, log, stdout, ready)
 }
 
 // printDemoBanner says what runs where and how to see a failover.
-func printDemoBanner(w io.Writer, sc simulator.Scenario, addr, simBase, file string, cfg *config.Config) {
+func printDemoBanner(w io.Writer, sc simulator.Scenario, chain []string, resume bool, addr, simBase, file string, cfg *config.Config) {
 	proxyURL := "http://" + addr
 	fmt.Fprintln(w, "chutes-proxy demo: a simulated Chutes (offline, no key needed) with the proxy in front of it.")
 	fmt.Fprintln(w)
@@ -140,13 +155,22 @@ func printDemoBanner(w io.Writer, sc simulator.Scenario, addr, simBase, file str
 	for _, m := range sc.Models {
 		behaviors[m.ID] = m.Behavior
 	}
-	for _, id := range demoChain {
+	for _, id := range chain {
 		width = max(width, len(id))
 	}
-	for i, id := range demoChain {
+	for i, id := range chain {
 		fmt.Fprintf(w, "  %d. %-*s  %s\n", i+1, width, id, describeBehavior(behaviors[id]))
 	}
 	fmt.Fprintln(w)
+	if resume {
+		fmt.Fprintln(w, "resume_streams is on: a stream cut mid-reply is asked again with the text so far and")
+		fmt.Fprintln(w, "continued in place, after an SSE comment \": resumed on MODEL\". Try the streamed line a few")
+		fmt.Fprintln(w, "times: every reply arrives whole, and the proxy's log says \"stream resumed\".")
+		fmt.Fprintf(w, "\n  %s\n\n", demoCurl(addr, true))
+		fmt.Fprintln(w, "Ctrl-C stops the demo.")
+		fmt.Fprintln(w)
+		return
+	}
 	fmt.Fprintln(w, "Try it in another terminal. The response headers X-Chutes-Proxy-Model and")
 	fmt.Fprintln(w, "X-Chutes-Proxy-Attempts name the model that served and the upstream attempts it took:")
 	fmt.Fprintln(w)
@@ -157,6 +181,15 @@ func printDemoBanner(w io.Writer, sc simulator.Scenario, addr, simBase, file str
 	fmt.Fprintln(w, "without trying it (Attempts drops to 1, the status page shows it open).")
 	fmt.Fprintln(w, "Ctrl-C stops the demo.")
 	fmt.Fprintln(w)
+}
+
+// tomlList renders ids as a TOML array of strings.
+func tomlList(ids []string) string {
+	q := make([]string, len(ids))
+	for i, id := range ids {
+		q[i] = strconv.Quote(id)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
 }
 
 // demoCurl is a curl command line that asks the demo's "auto" chain a

@@ -163,13 +163,23 @@ func describeBehavior(b simulator.Behavior) string {
 		return "hang: no answer at all"
 	case simulator.KindDropAfter:
 		return fmt.Sprintf("drop_after: stream cut after %d events%s", b.DropAfter, pacing())
+	case simulator.KindEndAfter:
+		return fmt.Sprintf("end_after: stream ended without [DONE] after %d events%s", b.EndAfter, pacing())
+	case simulator.KindStallAfter:
+		return fmt.Sprintf("stall_after: silent after %d events%s", b.StallAfter, pacing())
 	case simulator.KindGarbage:
 		return "garbage: 200 with an HTML page"
 	case simulator.KindErrorFirstEvent:
 		return "error_first_event: 200 stream that opens with an error"
 	case simulator.KindFlaky:
-		return fmt.Sprintf("flaky: 503 for %s%% of requests, else healthy%s",
-			strconv.FormatFloat(b.FailureRate*100, 'f', -1, 64), pacing())
+		fail := "503"
+		if b.FailureKind != "" && b.FailureKind != simulator.KindDown {
+			f := b
+			f.Kind, f.FailureKind = b.FailureKind, ""
+			fail = describeBehavior(f)
+		}
+		return fmt.Sprintf("flaky: %s for %s%% of requests, else healthy%s",
+			fail, strconv.FormatFloat(b.FailureRate*100, 'f', -1, 64), pacing())
 	}
 	return b.Kind
 }
