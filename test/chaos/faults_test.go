@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"net/http"
@@ -32,9 +33,11 @@ type fault struct {
 	whole bool
 	tls   bool                      // the upstream serves TLS with a certificate the proxy does not trust
 	base  func(t *testing.T) string // overrides the upstream's URL
-	// plain and stream are the expected outcomes.
-	plain, stream string
-	check         func(t *testing.T, r result)
+	// plain and stream are the expected outcomes; raw is the plain one
+	// with stream_plain = false (the plain request sent as it is), ""
+	// meaning the same as plain.
+	plain, stream, raw string
+	check              func(t *testing.T, r result)
 }
 
 // sseHead and jsonHead start a raw HTTP/1.1 response.
@@ -106,7 +109,7 @@ func faults() []fault {
 			rw.Flush()
 			u.sleep(r, settle)
 			reset(c)
-		}, plain: truncated, stream: interrupted},
+		}, plain: failedOver, raw: truncated, stream: interrupted},
 		{name: "headers then silence", h: func(u *upstream, w http.ResponseWriter, r *http.Request, stream bool) {
 			w.Header().Set("Content-Type", strings.TrimPrefix(strings.Split(head(stream), "\r\n")[1], "Content-Type: "))
 			w.WriteHeader(http.StatusOK)
@@ -176,7 +179,7 @@ func faults() []fault {
 			_ = http.NewResponseController(w).Flush()
 			u.sleep(r, settle)
 			io.WriteString(w, `data: {"error":{"message":"CUDA out of memory","type":"InternalServerError","code":500}}`+"\n\n")
-		}, plain: interrupted, stream: interrupted, check: bodyHas("CUDA out of memory")},
+		}, plain: failedOver, raw: interrupted, stream: interrupted, check: bodyHas("CUDA out of memory")},
 		{name: "bare error line mid-stream (Chutes), then cut", h: func(u *upstream, w http.ResponseWriter, r *http.Request, stream bool) {
 			c, rw := hijack(w)
 			defer c.Close()
@@ -234,7 +237,7 @@ func faults() []fault {
 			case <-r.Context().Done():
 			case <-u.stop:
 			}
-		}, plain: interrupted, stream: interrupted},
+		}, plain: failedOver, raw: interrupted, stream: interrupted},
 		{name: "200 with an error object as the body (Chutes, non-stream)", h: func(u *upstream, w http.ResponseWriter, r *http.Request, stream bool) {
 			if stream {
 				w.Header().Set("Content-Type", "text/event-stream")
@@ -365,9 +368,9 @@ func runFaults(t *testing.T, fs []fault) {
 		t.Logf("\n| fault | request | client saw | time |\n| --- | --- | --- | --- |\n%s", strings.Join(table.rows, "\n"))
 	})
 	for _, f := range fs {
-		for _, stream := range []bool{false, true} {
-			mode := map[bool]string{false: "plain", true: "stream"}[stream]
-			want := map[bool]string{false: f.plain, true: f.stream}[stream]
+		for _, mode := range []string{"plain", "raw", "stream"} {
+			stream := mode == "stream"
+			want := map[string]string{"plain": f.plain, "raw": cmp.Or(f.raw, f.plain), "stream": f.stream}[mode]
 			t.Run(f.name+"/"+mode, func(t *testing.T) {
 				t.Parallel()
 				up := newUpstream(t, f.tls)
@@ -381,7 +384,9 @@ func runFaults(t *testing.T, fs []fault) {
 				if f.base != nil {
 					base = f.base(t)
 				}
-				p := startProxy(t, newConfig(t, base, nil))
+				p := startProxy(t, newConfig(t, base, func(c *config.Config) {
+					c.Upstream.StreamPlain = mode != "raw"
+				}))
 				start := time.Now()
 				r := send(t, newClient(t), p.URL, faultModel, stream)
 				took := time.Since(start)
@@ -390,7 +395,7 @@ func runFaults(t *testing.T, fs []fault) {
 				if got != want {
 					t.Fatalf("client saw %q, want %q\nheaders %v\nbody %.600s", got, want, r.header, r.body)
 				}
-				if f.check != nil {
+				if f.check != nil && want != failedOver { // a fallback's reply says nothing of the fault
 					f.check(t, r)
 				}
 				if want == failedOver && (up.count(faultModel) != 1 || up.count(goodModel) != 1) {

@@ -46,6 +46,11 @@ func newConfig(t testing.TB, upstream string, edit func(*config.Config)) *config
 	cfg.Upstream.APIKey = testKey
 	cfg.Upstream.FirstByteTimeout = config.Duration(3 * time.Second)
 	cfg.Upstream.IdleTimeout = config.Duration(3 * time.Second)
+	// These tests pin that a plain request reaches Chutes byte for byte and
+	// its answer comes back the same: stream_plain, which sends it as a
+	// stream and assembles the answer, is tested on its own
+	// (replies_test.go).
+	cfg.Upstream.StreamPlain = false
 	cfg.Models = nil
 	if edit != nil {
 		edit(cfg)
