@@ -24,9 +24,13 @@ import (
 //
 // A fast model's plain answer is a ~450-byte chat.completion with
 // Content-Length. Its stream has ?events= chunks (default 20) ?gap= apart
-// (default 2ms), each flushed on its own and starting `data: {"t":N,` where
-// N is the Unix nanoseconds of its write, so that a client can tell each
-// event's delay; then data: [DONE].
+// (default 0), each starting `data: {"t":N,` where N is the Unix nanoseconds
+// of its write, so that a client can tell each event's delay; the last has
+// finish_reason "stop". Then a usage chunk if the body asks for one
+// ("include_usage":true), and data: [DONE]. With a gap each chunk is flushed
+// on its own; without one, the whole stream goes out in one write: that is
+// what a proxy that streams a plain request upstream gets (chutes-proxy's
+// stream_plain), at the cost of one plain answer.
 //
 // A reset model's request is read and its connection reset (SO_LINGER 0):
 // how a refused or crashed upstream looks to a proxy that holds a pooled
@@ -90,7 +94,7 @@ func (b *Bench) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case m.reset:
 		benchReset(w)
 	case body.Stream:
-		b.stream(w, r, body.Model)
+		b.stream(w, r, body.Model, bytes.Contains(buf.Bytes(), []byte(`"include_usage":true`)))
 	default:
 		h := w.Header()
 		h.Set("Content-Type", "application/json")
@@ -121,7 +125,7 @@ func benchReset(w http.ResponseWriter) {
 }
 
 // stream writes a fast model's stream; see Bench.
-func (b *Bench) stream(w http.ResponseWriter, r *http.Request, model string) {
+func (b *Bench) stream(w http.ResponseWriter, r *http.Request, model string, usage bool) {
 	q := r.URL.Query()
 	events, err := strconv.Atoi(q.Get("events"))
 	if err != nil || events <= 0 {
@@ -129,7 +133,7 @@ func (b *Bench) stream(w http.ResponseWriter, r *http.Request, model string) {
 	}
 	gap, err := time.ParseDuration(q.Get("gap"))
 	if err != nil || gap < 0 {
-		gap = 2 * time.Millisecond
+		gap = 0
 	}
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -139,17 +143,35 @@ func (b *Bench) stream(w http.ResponseWriter, r *http.Request, model string) {
 	id, _ := json.Marshal(model)
 	ev := make([]byte, 0, 256)
 	for i := range events {
-		if i > 0 && b.wait(r.Context(), gap) != nil {
+		if i > 0 && gap > 0 && b.wait(r.Context(), gap) != nil {
 			return
+		}
+		finish := "null"
+		if i == events-1 {
+			finish = `"stop"`
 		}
 		ev = append(ev[:0], `data: {"t":`...)
 		ev = strconv.AppendInt(ev, time.Now().UnixNano(), 10)
 		ev = append(ev, `,"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":`...)
 		ev = append(ev, id...)
-		ev = append(ev, `,"choices":[{"index":0,"delta":{"role":"assistant","content":"tok "},"logprobs":null,"finish_reason":null}]}`+"\n\n"...)
-		if _, err := w.Write(ev); err != nil || rc.Flush() != nil {
+		ev = append(ev, `,"choices":[{"index":0,"delta":{"role":"assistant","content":"tok "},"logprobs":null,"finish_reason":`...)
+		ev = append(ev, finish+"}]}\n\n"...)
+		if _, err := w.Write(ev); err != nil {
 			return
 		}
+		if gap > 0 && rc.Flush() != nil {
+			return
+		}
+	}
+	if usage {
+		ev = append(ev[:0], `data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":`...)
+		ev = append(ev, id...)
+		ev = append(ev, `,"choices":[],"usage":{"prompt_tokens":25,"completion_tokens":`...)
+		ev = strconv.AppendInt(ev, int64(events), 10)
+		ev = append(ev, `,"total_tokens":`...)
+		ev = strconv.AppendInt(ev, int64(25+events), 10)
+		ev = append(ev, "}}\n\n"...)
+		_, _ = w.Write(ev)
 	}
 	_, _ = w.Write([]byte("data: [DONE]\n\n"))
 	_ = rc.Flush()

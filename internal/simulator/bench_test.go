@@ -73,38 +73,73 @@ func TestBenchReset(t *testing.T) {
 	}
 }
 
-// TestBenchStream checks the shape, the count and the stamps of a fast
-// stream's events.
+// TestBenchStream checks the shape, the count and the stamps of fast
+// streams: paced, and all at once with a usage chunk as a proxy that
+// streams a plain request upstream asks for it.
 func TestBenchStream(t *testing.T) {
 	_, srv := startBench(t)
-	before := time.Now().UnixNano()
-	resp, err := benchPost(t, srv.URL+"/v1/chat/completions?events=3&gap=1ms", `{"model":"b/fast","stream":true}`)
-	if err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		name, query, body string
+		events            int
+		usage             bool
+	}{
+		{"paced", "?events=3&gap=1ms", `{"model":"b/fast","stream":true}`, 3, false},
+		{"at once with usage", "", `{"model":"b/fast","stream":true,"stream_options":{"include_usage":true}}`, 20, true},
 	}
-	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
-		t.Errorf("Content-Type %q", ct)
-	}
-	var events []string
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
-			events = append(events, data)
-		}
-	}
-	if len(events) != 4 || events[3] != "[DONE]" {
-		t.Fatalf("events %q; want 3 and [DONE]", events)
-	}
-	last := before
-	for _, e := range events[:3] {
-		var v struct {
-			T     int64  `json:"t"`
-			Model string `json:"model"`
-		}
-		if err := json.Unmarshal([]byte(e), &v); err != nil || v.Model != "b/fast" || v.T < last || v.T > time.Now().UnixNano() {
-			t.Fatalf("event %s (%v); want model b/fast, stamped after %d", e, err, last)
-		}
-		last = v.T
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := time.Now().UnixNano()
+			resp, err := benchPost(t, srv.URL+"/v1/chat/completions"+tt.query, tt.body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+				t.Errorf("Content-Type %q", ct)
+			}
+			var events []string
+			sc := bufio.NewScanner(resp.Body)
+			for sc.Scan() {
+				if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+					events = append(events, data)
+				}
+			}
+			want := tt.events + 1
+			if tt.usage {
+				want++
+			}
+			if len(events) != want || events[want-1] != "[DONE]" {
+				t.Fatalf("%d events %q; want %d and [DONE]", len(events), events, want)
+			}
+			last := before
+			for i, e := range events[:want-1] {
+				var v struct {
+					T       int64  `json:"t"`
+					Model   string `json:"model"`
+					Choices []struct {
+						FinishReason *string `json:"finish_reason"`
+					} `json:"choices"`
+					Usage *struct {
+						CompletionTokens int `json:"completion_tokens"`
+					} `json:"usage"`
+				}
+				if err := json.Unmarshal([]byte(e), &v); err != nil || v.Model != "b/fast" {
+					t.Fatalf("event %s (%v); want JSON for model b/fast", e, err)
+				}
+				if i == tt.events {
+					if v.Usage == nil || v.Usage.CompletionTokens != tt.events || len(v.Choices) != 0 {
+						t.Errorf("usage chunk %s", e)
+					}
+					continue
+				}
+				if v.T < last || v.T > time.Now().UnixNano() {
+					t.Errorf("event %s: stamp not after %d", e, last)
+				}
+				last = v.T
+				if stop := len(v.Choices) == 1 && v.Choices[0].FinishReason != nil && *v.Choices[0].FinishReason == "stop"; stop != (i == tt.events-1) {
+					t.Errorf("event %d of %d: finish_reason stop = %v", i+1, tt.events, stop)
+				}
+			}
+		})
 	}
 }
 
