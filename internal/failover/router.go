@@ -303,8 +303,12 @@ func (r *Router) Do(ctx context.Context, req Request, try TryFunc) (res Result, 
 		}
 		made++
 		start := time.Now()
-		err = try(ctx, id)
+		var tok time.Time
+		err = try(context.WithValue(ctx, firstTokenKey{}, &tok), id)
 		elapsed := time.Since(start)
+		if !tok.IsZero() {
+			elapsed = tok.Sub(start)
+		}
 		a, action := m.settle(err, done)
 		a.DurationMS = elapsed.Milliseconds()
 		r.record(&res, a, elapsed)
@@ -319,6 +323,19 @@ func (r *Router) Do(ctx context.Context, req Request, try TryFunc) (res Result, 
 			slog.String("model", id), slog.Int("status", a.Status), slog.String("reason", a.Reason))
 	}
 	return res, ErrExhausted
+}
+
+type firstTokenKey struct{}
+
+// FirstToken marks, from inside a TryFunc and in its goroutine, the moment
+// its attempt's first token arrived. A try that returns later than that (a
+// plain reply read whole before it is committed) is then observed with its
+// time to first token, which is what the health statistics and learned
+// time-outs are about, not the length of the reply.
+func FirstToken(ctx context.Context) {
+	if p, ok := ctx.Value(firstTokenKey{}).(*time.Time); ok && p.IsZero() {
+		*p = time.Now()
+	}
 }
 
 // admit decides whether m may be tried now: it skips a model whose context

@@ -386,3 +386,45 @@ func TestConcurrentFlappingChain(t *testing.T) {
 		t.Fatalf("served %d of 1000", served.Load())
 	}
 }
+
+// TestFirstTokenLatency: a try that marks its first token and returns
+// later is observed with its time to that token, not its whole duration.
+func TestFirstTokenLatency(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		obs := &latencies{}
+		r := New(testConfig(t), nil, obs)
+		_, err := r.Do(context.Background(), Request{Model: "m/one"}, func(ctx context.Context, model string) error {
+			time.Sleep(2 * time.Second) // waiting for the first token
+			FirstToken(ctx)
+			time.Sleep(30 * time.Second) // the rest of the reply
+			FirstToken(ctx)              // only the first mark counts
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := obs.get("m/one"); got != 2*time.Second {
+			t.Fatalf("observed latency %v, want the 2s to the first token", got)
+		}
+	})
+}
+
+type latencies struct {
+	mu sync.Mutex
+	m  map[string]time.Duration
+}
+
+func (l *latencies) Attempted(model string, _ Attempt, d time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.m == nil {
+		l.m = map[string]time.Duration{}
+	}
+	l.m[model] = d
+}
+
+func (l *latencies) get(model string) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.m[model]
+}

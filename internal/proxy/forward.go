@@ -299,7 +299,9 @@ func (c *call) attempt(ctx context.Context, body payload.Body, model string, con
 	cm := &committed{resp: resp, br: br, cancel: cancel, model: model, key: c.key,
 		sse: strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")}
 	token := func() {
-		flowing.Store(true)
+		if !flowing.Swap(true) {
+			failover.FirstToken(ctx)
+		}
 		timer.Reset(idle)
 	}
 	ep := assemble.Chat
