@@ -452,6 +452,7 @@ func (c *call) relay(ctx context.Context, w http.ResponseWriter, got **committed
 		h.Set("X-Accel-Buffering", "no")
 	case cm.json:
 		h.Del("X-Accel-Buffering")
+		h.Del("Cache-Control") // the stream's, not the reply's
 		h.Set("Content-Type", "application/json")
 		h.Set("Content-Length", strconv.Itoa(len(cm.pending)))
 	}
