@@ -142,9 +142,6 @@ func (a Account) Summary(own int, now time.Time) string {
 func CheckAccount(ctx context.Context, client *http.Client, accountURL, key string) Account {
 	ctx, cancel := context.WithTimeout(ctx, accountTimeout)
 	defer cancel()
-	if client == nil {
-		client = http.DefaultClient
-	}
 	base := strings.TrimRight(accountURL, "/")
 	a := Account{CheckedAt: time.Now(), KeyState: KeyUnknown}
 	var quota answer
@@ -254,14 +251,9 @@ func (x answer) problem() string {
 // unwrapped. ok is false when the answer has neither a limit nor a count;
 // it fails only when the body is not a JSON object.
 func parseQuota(body []byte) (q Quota, ok bool, err error) {
-	obj, err := object(body)
+	obj, err := object(body, "quota", "limit", "used")
 	if err != nil {
 		return Quota{}, false, err
-	}
-	if _, top := firstNumber(obj, "quota", "limit", "used"); !top {
-		if inner, isObj := obj["data"].(map[string]any); isObj {
-			obj = inner
-		}
 	}
 	for _, k := range []string{"quota", "limit"} {
 		if n, isNum := number(obj[k]); isNum {
@@ -283,26 +275,27 @@ func parseQuota(body []byte) (q Quota, ok bool, err error) {
 // numeric string such as "$10.50", at the top level or under "data"); ok
 // is false when the answer has none.
 func parseBalance(body []byte) (balance float64, ok bool, err error) {
-	obj, err := object(body)
+	obj, err := object(body, "balance")
 	if err != nil {
 		return 0, false, err
 	}
-	if b, ok := firstNumber(obj, "balance"); ok {
-		return b, true, nil
-	}
-	if inner, isObj := obj["data"].(map[string]any); isObj {
-		b, ok := firstNumber(inner, "balance")
-		return b, ok, nil
-	}
-	return 0, false, nil
+	balance, ok = firstNumber(obj, "balance")
+	return balance, ok, nil
 }
 
-func object(body []byte) (map[string]any, error) {
+// object decodes a JSON object, or its "data" member when that is an
+// object and the top level has none of keys.
+func object(body []byte, keys ...string) (map[string]any, error) {
 	d := json.NewDecoder(bytes.NewReader(body))
 	d.UseNumber()
 	var obj map[string]any
 	if err := d.Decode(&obj); err != nil || obj == nil {
 		return nil, errors.New("the answer is not a JSON object")
+	}
+	if _, top := firstNumber(obj, keys...); !top {
+		if inner, isObj := obj["data"].(map[string]any); isObj {
+			return inner, nil
+		}
 	}
 	return obj, nil
 }

@@ -61,6 +61,11 @@ type Reachability struct {
 	TTFBMS *int64 `json:"ttfb_ms"`
 	// Models is how many models the list holds.
 	Models int `json:"models_listed"`
+	// Err is what ended the probe without a whole answer, for a caller
+	// that explains it (doctor); nil when an answer came.
+	Err error `json:"-"`
+	// TLS is the handshake's outcome, nil when none succeeded.
+	TLS *tls.ConnectionState `json:"-"`
 }
 
 // OK reports whether the upstream answered with a model list.
@@ -99,7 +104,7 @@ func Probe(ctx context.Context, client *http.Client, base, key string) (Reachabi
 
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	r.DNSMS, r.ConnectMS, r.TLSMS, r.TTFBMS = t.dns, t.connect, t.tls, t.ttfb
+	r.DNSMS, r.ConnectMS, r.TLSMS, r.TTFBMS, r.TLS, r.Err = t.dns, t.connect, t.tls, t.ttfb, t.state, err
 	var op *net.OpError
 	switch {
 	case err == nil && r.Status == http.StatusOK:
@@ -122,7 +127,7 @@ func Probe(ctx context.Context, client *http.Client, base, key string) (Reachabi
 	case t.dnsErr != nil || errors.As(err, new(*net.DNSError)):
 		r.FailedStep, r.Error = StepDNS, failover.Describe(err)
 	case t.tlsErr != nil:
-		r.FailedStep, r.Error, r.TLSMS = StepTLS, failover.Describe(err), nil
+		r.FailedStep, r.Error = StepTLS, failover.Describe(err)
 	case t.connErr != nil || r.ConnectMS == nil && errors.As(err, &op) && op.Op == "dial":
 		r.FailedStep, r.Error = StepConnect, failover.Describe(err)
 	case failover.IsTimeout(err):
@@ -140,54 +145,49 @@ type tracer struct {
 	dnsStart, connStart, tlsStart, wro time.Time
 	dns, connect, tls, ttfb            *int64
 	dnsErr, connErr, tlsErr            error
+	state                              *tls.ConnectionState
 }
 
 func (t *tracer) trace() *httptrace.ClientTrace {
-	since := func(start time.Time) *int64 { v := time.Since(start).Milliseconds(); return &v }
-	locked := func(f func()) { t.mu.Lock(); defer t.mu.Unlock(); f() }
+	// begin notes when a step first started.
+	begin := func(at *time.Time) {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if at.IsZero() {
+			*at = time.Now()
+		}
+	}
+	// done notes a step's outcome: its time since start, or its error. A
+	// later success wins: another address may still connect.
+	done := func(start *time.Time, ms **int64, errp *error, err error) {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if *errp = err; err == nil {
+			*ms = new(time.Since(*start).Milliseconds())
+		}
+	}
 	return &httptrace.ClientTrace{
-		DNSStart: func(httptrace.DNSStartInfo) { locked(func() { t.dnsStart = time.Now() }) },
-		DNSDone: func(i httptrace.DNSDoneInfo) {
-			locked(func() {
-				if t.dnsErr = i.Err; i.Err == nil {
-					t.dns = since(t.dnsStart)
-				}
-			})
+		DNSStart:          func(httptrace.DNSStartInfo) { begin(&t.dnsStart) },
+		DNSDone:           func(i httptrace.DNSDoneInfo) { done(&t.dnsStart, &t.dns, &t.dnsErr, i.Err) },
+		ConnectStart:      func(string, string) { begin(&t.connStart) },
+		ConnectDone:       func(_, _ string, err error) { done(&t.connStart, &t.connect, &t.connErr, err) },
+		TLSHandshakeStart: func() { begin(&t.tlsStart) },
+		TLSHandshakeDone: func(cs tls.ConnectionState, err error) {
+			done(&t.tlsStart, &t.tls, &t.tlsErr, err)
+			if err == nil {
+				t.mu.Lock()
+				t.state = &cs
+				t.mu.Unlock()
+			}
 		},
-		ConnectStart: func(string, string) {
-			locked(func() {
-				if t.connStart.IsZero() {
-					t.connStart = time.Now()
-				}
-			})
-		},
-		ConnectDone: func(_, _ string, err error) {
-			locked(func() {
-				// Another address may still succeed.
-				if t.connErr = err; err == nil {
-					t.connect = since(t.connStart)
-				}
-			})
-		},
-		TLSHandshakeStart: func() { locked(func() { t.tlsStart = time.Now() }) },
-		TLSHandshakeDone: func(_ tls.ConnectionState, err error) {
-			locked(func() {
-				if t.tlsErr = err; err == nil {
-					t.tls = since(t.tlsStart)
-				}
-			})
-		},
-		WroteRequest:         func(httptrace.WroteRequestInfo) { locked(func() { t.wro = time.Now() }) },
-		GotFirstResponseByte: func() { locked(func() { t.ttfb = since(t.wro) }) },
+		WroteRequest:         func(httptrace.WroteRequestInfo) { begin(&t.wro) },
+		GotFirstResponseByte: func() { done(&t.wro, &t.ttfb, new(error), nil) },
 	}
 }
 
 // fresh is client over a copy of its transport that keeps no connection:
 // same resolver, proxy and TLS settings, a new connection for the probe.
 func fresh(client *http.Client) (*http.Client, func()) {
-	if client == nil {
-		client = http.DefaultClient
-	}
 	c := *client
 	rt := c.Transport
 	if rt == nil {
