@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/chutes-proxy/chutes-proxy/internal/chutes"
 	"github.com/chutes-proxy/chutes-proxy/internal/config"
 )
 
@@ -33,15 +34,7 @@ const (
 )
 
 // String is the word printed at the start of a check's line.
-func (l Level) String() string {
-	switch l {
-	case OK:
-		return "ok"
-	case Warn:
-		return "warn"
-	}
-	return "FAIL"
-}
+func (l Level) String() string { return [...]string{"ok", "warn", "FAIL"}[l] }
 
 // Check names, printed after the level.
 const (
@@ -147,9 +140,6 @@ const (
 	liveTimeout    = 10 * time.Second
 )
 
-// DefaultPublicDNS are the resolvers asked for comparison.
-var DefaultPublicDNS = []string{"1.1.1.1:53", "8.8.8.8:53"}
-
 func (o Options) withDefaults() Options {
 	if o.System == nil {
 		o.System = net.DefaultResolver
@@ -158,7 +148,7 @@ func (o Options) withDefaults() Options {
 		o.NewResolver = goResolver
 	}
 	if o.PublicDNS == nil {
-		o.PublicDNS = DefaultPublicDNS
+		o.PublicDNS = []string{"1.1.1.1:53", "8.8.8.8:53"}
 	}
 	if o.Dial == nil {
 		d := &net.Dialer{}
@@ -214,10 +204,12 @@ type runner struct {
 	resolver Resolver
 	// addrs are the upstream host's addresses, nil if unknown.
 	addrs []string
-	// reached is true when a TCP connection to the upstream succeeded.
-	reached bool
-	// secured is true when the TLS handshake succeeded too (or base_url is
-	// plain http and reached): the HTTP checks can then say something new.
+	// path is the probe of the upstream's /models that the tcp, tls and
+	// models lines report; zero when DNS found no address.
+	path chutes.Reachability
+	// secured is true when the probe's TLS handshake succeeded (or
+	// base_url is plain http and it connected): the HTTP checks can then
+	// say something new.
 	secured bool
 	// known is the upstream's model list, nil if it could not be fetched.
 	known []string
@@ -244,9 +236,10 @@ func (r *runner) run(ctx context.Context) {
 	account := async(ctx, r.checkAccount)
 	listen := async(ctx, r.checkListen)
 
-	r.add(r.checkTCP(ctx))
-	r.add(r.checkTLS(ctx))
-	r.add(r.checkModels(ctx))
+	r.probe(ctx)
+	r.add(r.checkTCP())
+	r.add(r.checkTLS())
+	r.add(r.checkModels())
 	r.add(<-account)
 	r.add(r.checkModelIDs())
 	r.add(<-listen)

@@ -9,11 +9,13 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
+	"github.com/chutes-proxy/chutes-proxy/internal/catalog"
+	"github.com/chutes-proxy/chutes-proxy/internal/chutes"
 	"github.com/chutes-proxy/chutes-proxy/internal/failover"
 	"github.com/chutes-proxy/chutes-proxy/internal/human"
 )
@@ -60,47 +62,43 @@ func (r *runner) checkDNS(ctx context.Context) Result {
 	type cand struct {
 		name string
 		res  Resolver
-		fix  string // the [upstream] resolver value that selects it
+		addr string // the [upstream] resolver value that selects it
 	}
-	cands := []cand{{"the system resolver", r.o.System, `""`}}
+	cands := []cand{{"the system resolver", r.o.System, ""}}
 	if s := r.cfg.Upstream.Resolver; s != "" {
 		// The proxy asks this one; the system's is then a comparison.
-		cands = append([]cand{{"upstream.resolver " + s, r.o.NewResolver(s), fmt.Sprintf("%q", s)}}, cands...)
+		cands = append([]cand{{"upstream.resolver " + s, r.o.NewResolver(s), s}}, cands...)
 	}
 	for _, s := range r.o.PublicDNS {
 		if s != r.cfg.Upstream.Resolver {
-			cands = append(cands, cand{s, r.o.NewResolver(s), fmt.Sprintf("%q", s)})
+			cands = append(cands, cand{s, r.o.NewResolver(s), s})
 		}
 	}
-	r.resolver = cands[0].res
+	primary := cands[0]
+	r.resolver = primary.res
 
 	ctx, cancel := context.WithTimeout(ctx, dnsTimeout)
-	defer cancel() // stops the comparisons once the proxy's resolver answered
+	defer cancel()
 	type answer struct {
-		i     int
 		addrs []string
 		err   error
 	}
-	ch := make(chan answer, len(cands))
+	got := make([]answer, len(cands))
+	var wg sync.WaitGroup
 	for i, c := range cands {
-		go func() {
+		wg.Go(func() {
 			addrs, err := c.res.LookupHost(ctx, host)
 			if err == nil && len(addrs) == 0 {
 				err = errors.New("no addresses")
 			}
-			ch <- answer{i, addrs, err}
-		}()
+			got[i] = answer{addrs, err}
+			if i == 0 && err == nil {
+				cancel() // the proxy's resolver answered: no comparison needed
+			}
+		})
 	}
-	got := make([]*answer, len(cands))
-	for range cands {
-		a := <-ch
-		got[a.i] = &a
-		if a.i == 0 && a.err == nil {
-			break
-		}
-	}
-	primary := cands[0]
-	if a := got[0]; a != nil && a.err == nil {
+	wg.Wait()
+	if a := got[0]; a.err == nil {
 		r.addrs = a.addrs
 		return ok(CheckDNS, "%s → %s (%s)", host, shortList(a.addrs), primary.name)
 	}
@@ -109,27 +107,21 @@ func (r *runner) checkDNS(ctx context.Context) Result {
 	allNotFound := true
 	for i, c := range cands {
 		a := got[i]
-		if a == nil || a.err != nil {
-			e := "no answer"
-			if a != nil {
-				e = dnsReason(a.err)
-			}
+		if a.err != nil {
 			var de *net.DNSError
-			if a == nil || !errors.As(a.err, &de) || !de.IsNotFound {
-				allNotFound = false
-			}
-			errs = append(errs, c.name+": "+e)
+			allNotFound = allNotFound && errors.As(a.err, &de) && de.IsNotFound
+			errs = append(errs, c.name+": "+dnsReason(a.err))
 			continue
 		}
 		// Another resolver can: the proxy's is the problem. The checks
 		// after this one resolve through the one that works.
 		r.resolver, r.addrs = c.res, a.addrs
 		what := fmt.Sprintf("%s cannot resolve %s (%s), but %s can (→ %s)", primary.name, host, dnsReason(got[0].err), c.name, shortList(a.addrs))
-		if primary.name == "the system resolver" {
+		if primary.addr == "" {
 			return fail(CheckDNS, "only the system resolver fails: %s. Your router's or ISP's DNS, a VPN or an ad blocker is failing for this name; "+
-				"set [upstream] resolver = %s in proxy.toml so that chutes-proxy asks that server instead (the checks below use it)", what, c.fix)
+				"set [upstream] resolver = %q in proxy.toml so that chutes-proxy asks that server instead (the checks below use it)", what, c.addr)
 		}
-		return fail(CheckDNS, "%s: set [upstream] resolver = %s in proxy.toml (\"\" is the system's resolver; the checks below use it)", what, c.fix)
+		return fail(CheckDNS, "%s: set [upstream] resolver = %q in proxy.toml (\"\" is the system's resolver; the checks below use it)", what, c.addr)
 	}
 	// Every resolver saying "no such host" for Chutes' own name means the
 	// network answers DNS in their place (a captive portal, a VPN, a
@@ -155,9 +147,6 @@ func shortList(addrs []string) string {
 }
 
 func dnsReason(err error) string {
-	if err == nil {
-		return "no answer"
-	}
 	var de *net.DNSError
 	switch {
 	case errors.As(err, &de) && de.IsNotFound:
@@ -170,88 +159,84 @@ func dnsReason(err error) string {
 	return err.Error()
 }
 
-// checkTCP connects to the upstream host's port.
-func (r *runner) checkTCP(ctx context.Context) Result {
-	hp := r.target.hostport()
+// probe fetches the upstream's /models once through r.client, without a
+// key (Chutes serves it to anyone), as the proxy's health probe does. Its
+// trace answers the tcp, tls and models checks, each on its own line; on
+// success r.known is set. Nothing is sent when DNS found no address.
+func (r *runner) probe(ctx context.Context) {
 	if r.addrs == nil {
-		return warn(CheckTCP, "not tried: there is no address for %s (see %s above)", r.target.host, CheckDNS)
+		return
 	}
-	d := tcpTimeout
-	if ct := r.cfg.Upstream.ConnectTimeout.D(); ct > 0 && ct < d {
-		d = ct
-	}
-	ctx, cancel := context.WithTimeout(ctx, d)
+	ctx, cancel := context.WithTimeout(ctx, tcpTimeout+tlsTimeout+modelsTimeout)
 	defer cancel()
-	start := time.Now()
-	var errs []error
-	for _, a := range r.addrs {
-		addr := net.JoinHostPort(a, r.target.port)
-		c, err := r.o.Dial(ctx, "tcp", addr)
-		if err == nil {
-			_ = c.Close()
-			r.reached = true
-			via := ""
-			if addr != hp {
-				via = " (" + addr + ")"
-			}
-			return ok(CheckTCP, "connected to %s%s in %s%s", hp, via, human.Duration(time.Since(start)), r.proxyNote())
-		}
-		errs = append(errs, err)
-		if ctx.Err() != nil {
-			break
+	var entries []catalog.Entry
+	r.path, entries = chutes.Probe(ctx, r.client, r.target.base, "")
+	if r.path.OK() {
+		r.known = make([]string, len(entries))
+		for i, e := range entries {
+			r.known[i] = e.ID
 		}
 	}
-	if note := r.proxyNote(); note != "" {
+}
+
+// connected reports whether the probe's TCP connection succeeded.
+func (r *runner) connected() bool { return r.path.ConnectMS != nil }
+
+// checkTCP says whether the probe connected to the upstream host's port.
+func (r *runner) checkTCP() Result {
+	hp := r.target.hostport()
+	switch note := r.proxyNote(); {
+	case r.addrs == nil:
+		return warn(CheckTCP, "not tried: there is no address for %s (see %s above)", r.target.host, CheckDNS)
+	case r.connected():
+		return ok(CheckTCP, "connected to %s in %s%s", hp, millis(*r.path.ConnectMS), note)
+	case note != "":
 		// The proxy goes through that server; a direct connection
 		// failing may be how this network is meant to work.
-		return warn(CheckTCP, "cannot connect to %s directly (%v)%s", hp, unwrapOp(errs[0]), note)
+		return warn(CheckTCP, "cannot connect to %s directly (%v)%s", hp, unwrapOp(r.path.Err), note)
 	}
-	err := errs[0]
-	switch {
+	switch err := r.path.Err; {
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return fail(CheckTCP, "%s refused the connection: nothing accepts connections on port %s there; check base_url's port, or a firewall that rejects it", hp, r.target.port)
 	case failover.IsTimeout(err):
 		return fail(CheckTCP, "no answer from %s within %s: a firewall, proxy or VPN blocks the connection, or the network is down (%s is %s)",
-			hp, d, "upstream.connect_timeout", r.cfg.Upstream.ConnectTimeout.D())
+			hp, r.connectTimeout(), "upstream.connect_timeout", r.cfg.Upstream.ConnectTimeout.D())
 	case errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.EHOSTUNREACH):
 		return fail(CheckTCP, "no route to %s: check the network connection or VPN", hp)
 	}
-	return fail(CheckTCP, "cannot connect to %s: %v; check the network connection, firewall or VPN", hp, unwrapOp(err))
+	return fail(CheckTCP, "cannot connect to %s: %v; check the network connection, firewall or VPN", hp, unwrapOp(r.path.Err))
 }
 
-// checkTLS does the handshake the proxy would do, verifying the certificate
-// with the configured clock, and explains a failure: clock skew, a TLS
-// interceptor, or the wrong server.
-func (r *runner) checkTLS(ctx context.Context) Result {
-	t := r.target
-	if t.scheme != "https" {
-		r.secured = r.reached
+// checkTLS says how the probe's handshake went, the certificate verified
+// with the configured roots and clock, and explains a failure: clock skew,
+// a TLS interceptor, or the wrong server.
+func (r *runner) checkTLS() Result {
+	switch {
+	case r.target.scheme != "https":
+		r.secured = r.connected()
 		return ok(CheckTLS, "not used: base_url is plain http")
-	}
-	if !r.reached {
+	case !r.connected():
 		return warn(CheckTLS, "not tried: no TCP connection (see %s above)", CheckTCP)
-	}
-	ctx, cancel := context.WithTimeout(ctx, tlsTimeout)
-	defer cancel()
-	raw, err := r.dial(ctx, "tcp", t.hostport())
-	if err != nil {
-		return fail(CheckTLS, "not tried: connecting again to %s failed: %v", t.hostport(), unwrapOp(err))
-	}
-	defer raw.Close()
-	conn := tls.Client(raw, &tls.Config{
-		ServerName: t.host,
-		RootCAs:    r.o.RootCAs,
-		Time:       r.o.Now,
-		NextProtos: []string{"h2", "http/1.1"},
-	})
-	if err := conn.HandshakeContext(ctx); err != nil {
-		return fail(CheckTLS, "%s", r.tlsProblem(err))
+	case r.path.TLS == nil:
+		return fail(CheckTLS, "%s", r.tlsProblem(r.path.Err))
 	}
 	r.secured = true
-	st := conn.ConnectionState()
+	st := r.path.TLS
 	leaf := st.PeerCertificates[0]
 	return ok(CheckTLS, "%s with %s, certificate valid until %s (issued by %s)",
-		tls.VersionName(st.Version), t.host, leaf.NotAfter.UTC().Format("2006-01-02"), issuer(leaf))
+		tls.VersionName(st.Version), r.target.host, leaf.NotAfter.UTC().Format("2006-01-02"), issuer(leaf))
+}
+
+// millis renders a step's time as chutes.Reachability keeps it.
+func millis(n int64) string { return human.Duration(time.Duration(n) * time.Millisecond) }
+
+// connectTimeout bounds each connection the doctor opens: tcpTimeout, or
+// upstream.connect_timeout when shorter.
+func (r *runner) connectTimeout() time.Duration {
+	if ct := r.cfg.Upstream.ConnectTimeout.D(); ct > 0 && ct < tcpTimeout {
+		return ct
+	}
+	return tcpTimeout
 }
 
 func (r *runner) tlsProblem(err error) string {
@@ -314,8 +299,11 @@ func (r *runner) transport() *http.Transport {
 	}
 }
 
-// dial connects to addr, resolving its host the way checkDNS found works.
+// dial connects to addr within connectTimeout, resolving its host the way
+// checkDNS found works.
 func (r *runner) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.connectTimeout())
+	defer cancel()
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, err
@@ -331,23 +319,20 @@ func (r *runner) dial(ctx context.Context, network, addr string) (net.Conn, erro
 			return nil, err
 		}
 	}
-	var first error
-	for _, a := range addrs {
-		c, err := r.o.Dial(ctx, network, net.JoinHostPort(a, port))
-		if err == nil {
+	err = fmt.Errorf("no addresses for %s", host)
+	for i, a := range addrs {
+		c, derr := r.o.Dial(ctx, network, net.JoinHostPort(a, port))
+		if derr == nil {
 			return c, nil
 		}
-		if first == nil {
-			first = err
+		if i == 0 {
+			err = derr
 		}
 		if ctx.Err() != nil {
 			break
 		}
 	}
-	if first == nil {
-		first = fmt.Errorf("no addresses for %s", host)
-	}
-	return nil, first
+	return nil, err
 }
 
 // proxyNote mentions an HTTP proxy from the environment (HTTPS_PROXY and

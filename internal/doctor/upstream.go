@@ -19,28 +19,17 @@ import (
 
 // The upstream's HTTP API: its model list, and one real completion.
 
-// checkModels probes {base_url}/models without a key (Chutes serves it to
-// anyone), as the proxy's health probe does. On success r.known is set.
-func (r *runner) checkModels(ctx context.Context) Result {
-	base := r.target.base
-	if !r.secured {
-		return warn(CheckModels, "not tried until the connection checks above pass")
-	}
-	ctx, cancel := context.WithTimeout(ctx, modelsTimeout)
-	defer cancel()
-	start := time.Now()
-	p, entries := chutes.Probe(ctx, r.client, base, "")
-	took := human.Duration(time.Since(start))
+// checkModels says whether the probe got the upstream's model list.
+func (r *runner) checkModels() Result {
+	p, base := r.path, r.target.base
+	took := millis(p.LatencyMS)
 	switch {
+	case !r.secured:
+		return warn(CheckModels, "not tried until the connection checks above pass")
+	case p.OK() && p.Models == 0:
+		return warn(CheckModels, "GET %s answered 200 in %s, but the list is empty: Chutes' side, or base_url points at another server", p.URL, took)
 	case p.OK():
-		r.known = make([]string, len(entries))
-		for i, e := range entries {
-			r.known[i] = e.ID
-		}
-		if len(entries) == 0 {
-			return warn(CheckModels, "GET %s answered 200 in %s, but the list is empty: Chutes' side, or base_url points at another server", p.URL, took)
-		}
-		return ok(CheckModels, "GET %s answered 200 in %s: %d models", p.URL, took, len(entries))
+		return ok(CheckModels, "GET %s answered 200 in %s: %d models", p.URL, took, p.Models)
 	case p.FailedStep == chutes.StepResponse:
 		return fail(CheckModels, "%s", diagnose.WrongURL(base, p.Error).Message)
 	case p.FailedStep == chutes.StepTimeout:
