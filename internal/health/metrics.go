@@ -8,7 +8,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/sony/gobreaker/v2"
 
 	"github.com/chutes-proxy/chutes-proxy/internal/chutes"
 	"github.com/chutes-proxy/chutes-proxy/internal/failover"
@@ -77,8 +76,6 @@ func (x *metrics) attempt(model string, a failover.Attempt, latency time.Duratio
 	}
 }
 
-func (x *metrics) failover(from, to string) { x.failovers.WithLabelValues(from, to).Inc() }
-
 var (
 	descBreaker   = prometheus.NewDesc("chutes_proxy_breaker_state", "Circuit breaker state per model: 0 closed, 1 half-open, 2 open.", []string{"model"}, nil)
 	descAvailable = prometheus.NewDesc("chutes_proxy_model_available", "1 when the model would be tried now (breaker not open, not cooling after a 429, listed upstream).", []string{"model"}, nil)
@@ -109,20 +106,9 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 		if label == "other" {
 			continue
 		}
-		st := fm.State()
-		v := 0.0
-		switch st {
-		case gobreaker.StateHalfOpen:
-			v = 1
-		case gobreaker.StateOpen:
-			v = 2
-		}
-		ch <- prometheus.MustNewConstMetric(descBreaker, prometheus.GaugeValue, v, label)
-		avail := st != gobreaker.StateOpen && fm.CoolingUntil(now).IsZero()
-		if listed, known := m.catalog.Listed(fm.ID); known && !listed {
-			avail = false
-		}
-		ch <- prometheus.MustNewConstMetric(descAvailable, prometheus.GaugeValue, b2f(avail), label)
+		// gobreaker numbers its states 0 closed, 1 half-open, 2 open.
+		ch <- prometheus.MustNewConstMetric(descBreaker, prometheus.GaugeValue, float64(fm.State()), label)
+		ch <- prometheus.MustNewConstMetric(descAvailable, prometheus.GaugeValue, b2f(m.modelStatus(fm, now).Available), label)
 	}
 	if m.quota != nil {
 		s := m.quota.Snapshot()

@@ -9,6 +9,7 @@ package health
 import (
 	"context"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"slices"
@@ -136,19 +137,13 @@ func (m *Monitor) setConfig(cfg *config.Config) {
 
 func (m *Monitor) config() *config.Config { return m.conf.Load().cfg }
 
-// sample is one upstream attempt.
+// sample is one upstream attempt; one that neither served nor failed was
+// returned to the client (400, 401 ...) or cancelled.
 type sample struct {
-	at   int64  // unix nanos
-	ms   uint32 // time to first byte (served) or to failure
-	kind uint8
+	at             int64  // unix nanos
+	ms             uint32 // time to first byte (served) or to failure
+	served, failed bool
 }
-
-const (
-	sServed uint8 = iota + 1
-	sFailed
-	sReturned
-	sCanceled
-)
 
 // LastError is a model's most recent failed attempt.
 type LastError struct {
@@ -163,8 +158,7 @@ type modelStats struct {
 	ring    [ringSize]sample
 	n       int   // samples ever pushed; ring[n%ringSize] is the next slot
 	total   int64 // upstream attempts since start
-	lastErr LastError
-	hasErr  bool
+	lastErr *LastError
 }
 
 // stats returns id's statistics, creating them while fewer than maxModels
@@ -214,26 +208,15 @@ func (m *Monitor) Attempted(model string, a failover.Attempt, latency time.Durat
 	if s == nil {
 		return
 	}
-	var k uint8
-	switch a.Kind {
-	case failover.KindServed:
-		k = sServed
-	case failover.KindFailed:
-		k = sFailed
-	case failover.KindReturned:
-		k = sReturned
-	default:
-		k = sCanceled
-	}
 	now := time.Now()
-	ms := uint32(min(max(latency.Milliseconds(), 0), 1<<32-1))
+	x := sample{at: now.UnixNano(), ms: uint32(min(max(latency.Milliseconds(), 0), 1<<32-1)),
+		served: a.Kind == failover.KindServed, failed: a.Kind == failover.KindFailed}
 	s.mu.Lock()
-	s.ring[s.n%ringSize] = sample{at: now.UnixNano(), ms: ms, kind: k}
+	s.ring[s.n%ringSize] = x
 	s.n++
 	s.total++
-	if k == sFailed || (k == sReturned && a.Status >= 400) {
-		s.lastErr = LastError{Time: now, Status: a.Status, Reason: a.Reason}
-		s.hasErr = true
+	if x.failed || a.Kind == failover.KindReturned && a.Status >= 400 {
+		s.lastErr = &LastError{Time: now.UTC(), Status: a.Status, Reason: a.Reason}
 	}
 	s.mu.Unlock()
 }
@@ -245,56 +228,44 @@ func (m *Monitor) Attempted(model string, a failover.Attempt, latency time.Durat
 // attempts belong to one request.
 func (m *Monitor) Walked(res failover.Result, _ error) {
 	for i := 0; i+1 < len(res.Attempts); i++ {
-		m.metrics.failover(m.label(res.Attempts[i].Model), m.label(res.Attempts[i+1].Model))
+		m.metrics.failovers.WithLabelValues(m.label(res.Attempts[i].Model), m.label(res.Attempts[i+1].Model)).Inc()
 	}
 }
 
-// window is a model's statistics over Window.
-type window struct {
-	requests int // upstream attempts
-	served   int
-	failed   int
-	p50, p95 time.Duration
-	hasLat   bool
-	total    int64
-	lastErr  LastError
-	hasErr   bool
-}
-
-func (s *modelStats) window(now time.Time) window {
+// report fills ms's statistics over Window.
+func (s *modelStats) report(ms *ModelStatus, now time.Time) {
 	cut := now.Add(-Window).UnixNano()
-	var w window
+	var served int
 	lat := make([]uint32, 0, 64)
 	s.mu.Lock()
-	w.total, w.lastErr, w.hasErr = s.total, s.lastErr, s.hasErr
-	for i := range min(s.n, ringSize) {
-		x := s.ring[i]
+	ms.RequestsTotal, ms.LastError = s.total, s.lastErr
+	for _, x := range s.ring[:min(s.n, ringSize)] {
 		if x.at < cut {
 			continue
 		}
-		w.requests++
-		switch x.kind {
-		case sServed:
-			w.served++
+		ms.Requests++
+		if x.served {
+			served++
 			lat = append(lat, x.ms)
-		case sFailed:
-			w.failed++
+		}
+		if x.failed {
+			ms.Failures++
 		}
 	}
 	s.mu.Unlock()
+	if n := served + ms.Failures; n > 0 {
+		ms.SuccessRate = new(math.Round(float64(served)/float64(n)*1000) / 1000)
+	}
 	if len(lat) > 0 {
 		slices.Sort(lat)
-		w.p50 = time.Duration(percentile(lat, 50)) * time.Millisecond
-		w.p95 = time.Duration(percentile(lat, 95)) * time.Millisecond
-		w.hasLat = true
+		ms.LatencyP50MS, ms.LatencyP95MS = new(percentile(lat, 50)), new(percentile(lat, 95))
 	}
-	return w
 }
 
 // percentile is the nearest-rank percentile of sorted.
-func percentile(sorted []uint32, p int) uint32 {
+func percentile(sorted []uint32, p int) int64 {
 	rank := (p*len(sorted) + 99) / 100 // ceil(p/100 * n)
-	return sorted[max(rank, 1)-1]
+	return int64(sorted[max(rank, 1)-1])
 }
 
 // Run probes the upstream and checks the account every
@@ -424,15 +395,8 @@ const maxBackoff = 5 * time.Minute
 // step.
 func nextDelay(every time.Duration, failures int, j float64) time.Duration {
 	d := every
-	if failures > 0 {
-		ceiling := max(every, maxBackoff)
-		for range min(failures, 20) {
-			d *= 2
-			if d >= ceiling {
-				d = ceiling
-				break
-			}
-		}
+	for i := 0; i < failures && d < maxBackoff; i++ {
+		d = min(2*d, maxBackoff)
 	}
 	return time.Duration(float64(d) * j)
 }

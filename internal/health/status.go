@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"math"
 	"net/url"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -139,59 +139,43 @@ func (m *Monitor) status(r Router) Status {
 	cfg := m.config()
 	s := Status{Time: now.UTC(), Warnings: []string{}, Models: []ModelStatus{}, Chains: []Chain{}}
 
-	// Models: every chain in config order, then any other model seen.
+	// Models: every chain's in config order, then any other model seen.
 	aliases := map[string][]string{}
 	for a, id := range r.Aliases() {
 		aliases[id] = append(aliases[id], a)
 	}
-	for _, v := range aliases {
-		sort.Strings(v)
-	}
 	configured := map[string]bool{}
+	inChains := map[string][]string{}
+	var order, others []string
 	for _, cm := range cfg.Models {
 		configured[cm.ID] = true
-	}
-	var order []string
-	seen := map[string]bool{}
-	inChains := map[string][]string{}
-	for _, cm := range cfg.Models {
 		chain := r.Resolve(cm.ID)
-		s.Chains = append(s.Chains, Chain{Model: cm.ID, Aliases: nonNil(aliases[cm.ID]), Chain: chain})
+		s.Chains = append(s.Chains, Chain{Model: cm.ID, Aliases: sorted(aliases[cm.ID]), Chain: chain})
 		for _, id := range chain {
-			inChains[id] = append(inChains[id], cm.ID)
-			if !seen[id] {
-				seen[id] = true
+			if inChains[id] == nil {
 				order = append(order, id)
 			}
+			inChains[id] = append(inChains[id], cm.ID)
 		}
 	}
-	var others []string
 	for _, rm := range r.Models() {
-		if !seen[rm.ID] {
-			seen[rm.ID] = true
+		if inChains[rm.ID] == nil {
 			others = append(others, rm.ID)
 		}
 	}
-	sort.Strings(others)
-	order = append(order, others...)
-
-	byID := map[string]*ModelStatus{}
-	for _, id := range order {
+	slices.Sort(others)
+	available := map[string]bool{}
+	for _, id := range append(order, others...) {
 		ms := m.modelStatus(r.Model(id), now)
 		ms.Configured = configured[id]
-		ms.Aliases = nonNil(aliases[id])
+		ms.Aliases = sorted(aliases[id])
 		ms.InChains = nonNil(inChains[id])
 		s.Models = append(s.Models, ms)
+		available[id] = ms.Available
 	}
-	for i := range s.Models {
-		byID[s.Models[i].ID] = &s.Models[i]
-	}
-	for i := range s.Chains {
-		for _, id := range s.Chains[i].Chain {
-			if byID[id].Available {
-				s.Chains[i].Serving = id
-				break
-			}
+	for i, c := range s.Chains {
+		if j := slices.IndexFunc(c.Chain, func(id string) bool { return available[id] }); j >= 0 {
+			s.Chains[i].Serving = c.Chain[j]
 		}
 	}
 
@@ -230,10 +214,10 @@ func (m *Monitor) status(r Router) Status {
 		s.Key.State, s.Key.Detail = KeyUnchecked, "not checked yet"
 	default:
 		s.Key.State, s.Key.Detail = a.KeyState, a.Error
-		if a.KeyState != chutes.KeyRejected && a.Error != "" {
-			s.Warnings = append(s.Warnings, a.Error)
-		}
 		if a.KeyState != chutes.KeyRejected {
+			if a.Error != "" {
+				s.Warnings = append(s.Warnings, a.Error)
+			}
 			s.Account = accountStatus(a, own, now)
 			if share := a.QuotaShare(own); share >= 0.8 && share < 1 {
 				s.Warnings = append(s.Warnings, fmt.Sprintf("%.0f of Chutes' %.0f daily requests used", a.UsedToday(own), a.Quota.Limit))
@@ -247,6 +231,7 @@ func (m *Monitor) status(r Router) Status {
 	return s
 }
 
+// nonNil keeps an empty list a JSON [], not null.
 func nonNil(v []string) []string {
 	if v == nil {
 		return []string{}
@@ -254,15 +239,19 @@ func nonNil(v []string) []string {
 	return v
 }
 
+// sorted is v sorted, never nil.
+func sorted(v []string) []string {
+	slices.Sort(v)
+	return nonNil(v)
+}
+
 func accountStatus(a chutes.Account, own int, now time.Time) *AccountStatus {
 	as := &AccountStatus{CheckedAt: a.CheckedAt.UTC(), QuotaReset: diagnose.NextUTCMidnight(now), Summary: a.Summary(own, now), Error: a.Error}
 	if a.HasQuota {
-		l, u, eff := a.Quota.Limit, a.Quota.Used, a.UsedToday(own)
-		as.QuotaLimit, as.QuotaUsed, as.UsedToday = &l, &u, &eff
+		as.QuotaLimit, as.QuotaUsed, as.UsedToday = new(a.Quota.Limit), new(a.Quota.Used), new(a.UsedToday(own))
 	}
 	if a.HasBalance {
-		b := a.Balance
-		as.Balance = &b
+		as.Balance = new(a.Balance)
 	}
 	return as
 }
@@ -274,8 +263,7 @@ func (m *Monitor) modelStatus(fm *failover.Model, now time.Time) ModelStatus {
 	lim := fm.Limits()
 	ms.RequestsPerMinute = lim.RequestsPerMinute
 	if t := fm.Tokens(); !math.IsInf(t, 0) && !math.IsNaN(t) && lim.RequestsPerMinute > 0 {
-		t = math.Round(t*100) / 100
-		ms.RateLimitTokens = &t
+		ms.RateLimitTokens = new(math.Round(t*100) / 100)
 	}
 	if listed, known := m.catalog.Listed(id); known {
 		ms.Listed = &listed
@@ -283,54 +271,29 @@ func (m *Monitor) modelStatus(fm *failover.Model, now time.Time) ModelStatus {
 	if e, ok := m.catalog.Lookup(id); ok {
 		ms.ContextLength = e.ContextLength
 	}
-	var w window
 	m.mu.RLock()
 	st := m.models[id]
 	m.mu.RUnlock()
 	if st != nil {
-		w = st.window(now)
-	}
-	ms.Requests, ms.Failures, ms.RequestsTotal = w.requests, w.failed, w.total
-	if n := w.served + w.failed; n > 0 {
-		r := math.Round(float64(w.served)/float64(n)*1000) / 1000
-		ms.SuccessRate = &r
-	}
-	if w.hasLat {
-		p50, p95 := w.p50.Milliseconds(), w.p95.Milliseconds()
-		ms.LatencyP50MS, ms.LatencyP95MS = &p50, &p95
-	}
-	if w.hasErr {
-		le := w.lastErr
-		le.Time = le.Time.UTC()
-		ms.LastError = &le
-	}
-
-	ms.Available = true
-	last := ""
-	if w.hasErr {
-		last = shortReason(w.lastErr.Reason)
+		st.report(&ms, now)
 	}
 	switch {
 	case fm.State() == gobreaker.StateOpen:
-		u := fm.OpenUntil().UTC()
-		ms.OpenUntil = &u
-		ms.Available = false
+		ms.OpenUntil = new(fm.OpenUntil().UTC())
 		ms.WhyUnavailable = fmt.Sprintf("circuit open after %d failures in a row", max(lim.Failures, 1))
-		if last != "" {
-			ms.WhyUnavailable += " (last: " + last + ")"
+		if e := ms.LastError; e != nil && shortReason(e.Reason) != "" {
+			ms.WhyUnavailable += " (last: " + shortReason(e.Reason) + ")"
 		}
-		if d := u.Sub(now); d > 0 {
+		if d := ms.OpenUntil.Sub(now); d > 0 {
 			ms.WhyUnavailable += "; next try in " + human.Duration(d)
 		}
 	case !fm.CoolingUntil(now).IsZero():
-		u := fm.CoolingUntil(now).UTC()
-		ms.CoolingUntil = &u
-		ms.Available = false
-		ms.WhyUnavailable = "overloaded (429); resting for " + human.Duration(u.Sub(now))
+		ms.CoolingUntil = new(fm.CoolingUntil(now).UTC())
+		ms.WhyUnavailable = "overloaded (429); resting for " + human.Duration(ms.CoolingUntil.Sub(now))
 	case ms.Listed != nil && !*ms.Listed:
-		ms.Available = false
 		ms.WhyUnavailable = "not in Chutes' model list"
 	}
+	ms.Available = ms.WhyUnavailable == ""
 	return ms
 }
 
