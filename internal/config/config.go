@@ -5,6 +5,8 @@
 package config
 
 import (
+	"cmp"
+	"fmt"
 	"log/slog"
 	"net"
 	"strings"
@@ -13,11 +15,13 @@ import (
 
 // Config is the effective configuration. Its toml tags, the one set that
 // koanf, go-toml and the unknown-key check all read, name the keys of
-// ../../proxy.toml, which documents every one of them.
+// ../../proxy.toml, which documents every one of them. A check tag is the
+// range validate holds a number to: min0 (not negative), min1 (at least 1)
+// or positive (a time-out or wait with no "off": 0 would fail at once).
 type Config struct {
 	Listen       string   `toml:"listen"`
 	ProxyKey     Secret   `toml:"proxy_key"`
-	MaxBodyMB    int      `toml:"max_body_mb"`
+	MaxBodyMB    int      `toml:"max_body_mb" check:"min1"`
 	AllowedHosts []string `toml:"allowed_hosts"`
 
 	Compat    Compat    `toml:"compat"`
@@ -47,21 +51,21 @@ type Compat struct {
 type Upstream struct {
 	BaseURL          string   `toml:"base_url"`
 	APIKey           Secret   `toml:"api_key"`
-	ConnectTimeout   Duration `toml:"connect_timeout"`
-	FirstByteTimeout Duration `toml:"first_byte_timeout"`
-	IdleTimeout      Duration `toml:"idle_timeout"`
+	ConnectTimeout   Duration `toml:"connect_timeout" check:"positive"`
+	FirstByteTimeout Duration `toml:"first_byte_timeout" check:"positive"`
+	IdleTimeout      Duration `toml:"idle_timeout" check:"positive"`
 	// StreamPlain sends plain chat and completion requests upstream as
 	// streams and assembles the reply, so that liveness is judged per
 	// token (a long reply is never cut, a stalled one is left).
 	StreamPlain    bool     `toml:"stream_plain"`
-	RequestTimeout Duration `toml:"request_timeout"`
+	RequestTimeout Duration `toml:"request_timeout" check:"positive"`
 	Resolver       string   `toml:"resolver"`
 	AccountURL     string   `toml:"account_url"`
 }
 
 // Failover bounds the walk along a chain.
 type Failover struct {
-	MaxAttempts int `toml:"max_attempts"`
+	MaxAttempts int `toml:"max_attempts" check:"min1"`
 	// ResumeStreams continues a stream cut after its first token (same
 	// model first, then the chain) instead of ending it with
 	// stream_interrupted. Each resume is one more upstream request.
@@ -70,28 +74,28 @@ type Failover struct {
 
 // Breaker holds the circuit-breaker defaults for every model.
 type Breaker struct {
-	Failures int      `toml:"failures"`
-	Cooldown Duration `toml:"cooldown"`
+	Failures int      `toml:"failures" check:"min1"`
+	Cooldown Duration `toml:"cooldown" check:"positive"`
 }
 
 // RateLimit holds the limiter defaults for every model. RequestsPerMinute 0
 // means unlimited.
 type RateLimit struct {
-	RequestsPerMinute float64  `toml:"requests_per_minute"`
-	Burst             int      `toml:"burst"`
-	MaxWait           Duration `toml:"max_wait"`
+	RequestsPerMinute float64  `toml:"requests_per_minute" check:"min0"`
+	Burst             int      `toml:"burst" check:"min0"`
+	MaxWait           Duration `toml:"max_wait" check:"min0"`
 }
 
 // Quota is the proxy's own daily request cap. DailyRequests 0 means not
 // tracked; StateFile "" means the user's state directory.
 type Quota struct {
-	DailyRequests int    `toml:"daily_requests"`
+	DailyRequests int    `toml:"daily_requests" check:"min0"`
 	StateFile     string `toml:"state_file"`
 }
 
 // Health configures the background probe. ProbeInterval 0 turns it off.
 type Health struct {
-	ProbeInterval Duration `toml:"probe_interval"`
+	ProbeInterval Duration `toml:"probe_interval" check:"min0"`
 }
 
 // Model is one [[models]] table. The pointer fields are per-model overrides;
@@ -100,10 +104,10 @@ type Model struct {
 	ID                string    `toml:"id"`
 	Aliases           []string  `toml:"aliases,omitempty"`
 	Fallbacks         []string  `toml:"fallbacks,omitempty"`
-	RequestsPerMinute *float64  `toml:"requests_per_minute,omitempty"`
-	Burst             *int      `toml:"burst,omitempty"`
-	Failures          *int      `toml:"failures,omitempty"`
-	Cooldown          *Duration `toml:"cooldown,omitempty"`
+	RequestsPerMinute *float64  `toml:"requests_per_minute,omitempty" check:"min0"`
+	Burst             *int      `toml:"burst,omitempty" check:"min0"`
+	Failures          *int      `toml:"failures,omitempty" check:"min1"`
+	Cooldown          *Duration `toml:"cooldown,omitempty" check:"positive"`
 }
 
 // Limits are the breaker and limiter settings in force for one model.
@@ -125,34 +129,29 @@ func (c *Config) LimitsFor(id string) Limits {
 		Failures:          c.Breaker.Failures,
 		Cooldown:          c.Breaker.Cooldown.D(),
 	}
-	for i := range c.Models {
-		m := &c.Models[i]
-		if m.ID != id {
-			continue
-		}
-		if m.RequestsPerMinute != nil {
-			l.RequestsPerMinute = *m.RequestsPerMinute
-		}
-		if m.Burst != nil {
-			l.Burst = *m.Burst
-		}
-		if m.Failures != nil {
-			l.Failures = *m.Failures
-		}
-		if m.Cooldown != nil {
-			l.Cooldown = m.Cooldown.D()
+	for _, m := range c.Models {
+		if m.ID == id {
+			l.RequestsPerMinute = or(m.RequestsPerMinute, l.RequestsPerMinute)
+			l.Burst = or(m.Burst, l.Burst)
+			l.Failures = or(m.Failures, l.Failures)
+			l.Cooldown = or(m.Cooldown, Duration(l.Cooldown)).D()
 		}
 	}
 	return l
 }
 
+// or returns *p, or def if p is nil: an override the table leaves out.
+func or[T any](p *T, def T) T {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
 // SourceName is the config's origin for messages: the file path, or
 // "(embedded proxy.toml)".
 func (c *Config) SourceName() string {
-	if c.Source == "" {
-		return "(embedded proxy.toml)"
-	}
-	return c.Source
+	return cmp.Or(c.Source, embeddedName)
 }
 
 // Duration is a time.Duration written in Go syntax ("30s") in TOML.
@@ -165,14 +164,17 @@ func (d Duration) D() time.Duration { return time.Duration(d) }
 func (d *Duration) UnmarshalText(b []byte) error {
 	v, err := time.ParseDuration(strings.TrimSpace(string(b)))
 	if err != nil {
-		return err
+		return fmt.Errorf("%q is not a duration; use Go syntax such as \"500ms\", \"30s\", \"10m\"", b)
 	}
 	*d = Duration(v)
 	return nil
 }
 
+// String writes Go duration syntax.
+func (d Duration) String() string { return time.Duration(d).String() }
+
 // MarshalText writes Go duration syntax.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
 
 // Secret is a key. It never prints itself whole: String, MarshalText and
 // LogValue show a prefix such as "cpk_ab…". Use Reveal to send it.
@@ -196,16 +198,14 @@ func (s Secret) LogValue() slog.Value { return slog.StringValue(Redact(string(s)
 // Redact shortens a key to at most its first 6 characters and an ellipsis;
 // "" stays "" so that "not set" remains visible.
 func Redact(key string) string {
-	if key == "" {
+	switch r := []rune(key); {
+	case key == "":
 		return ""
+	case len(r) <= 8:
+		return "…" // too short to show any of it safely
+	default:
+		return string(r[:6]) + "…"
 	}
-	const keep = 6
-	r := []rune(key)
-	if len(r) <= keep+2 {
-		// too short to show any of it safely
-		return "…"
-	}
-	return string(r[:keep]) + "…"
 }
 
 // IsLoopback reports whether addr ("host:port" or a bare host, IPv6 in

@@ -21,9 +21,8 @@ import (
 
 // decode decodes k's merged layers into cfg. Each value of the wrong type
 // and each key Config does not have becomes a Problem; file is the file's
-// content, where go-toml finds the lines of unknown keys. The error is for
-// failures that are about neither, which would be a bug in Load.
-func decode(k *koanf.Koanf, cfg *Config, file []byte, from func(string) string) (Problems, error) {
+// content, where go-toml finds the lines of unknown keys.
+func decode(k *koanf.Koanf, cfg *Config, file []byte, from func(string) string) Problems {
 	dc := &mapstructure.DecoderConfig{
 		// Not WeaklyTypedInput: "32" where a number goes is a mistake to
 		// report, not to guess at.
@@ -34,93 +33,67 @@ func decode(k *koanf.Koanf, cfg *Config, file []byte, from func(string) string) 
 	}
 	lines := unknownLines(file)
 	var ps Problems
-	var walk func(error) bool
-	walk = func(err error) bool {
+	var walk func(error)
+	walk = func(err error) {
 		switch e := err.(type) {
-		case nil:
-			return true
-		case interface{ Unwrap() []error }:
+		case interface{ Unwrap() []error }: // a table's errors, joined
 			for _, e := range e.Unwrap() {
-				if !walk(e) {
-					return false
-				}
+				walk(e)
 			}
-			return true
 		case *mapstructure.DecodeError:
-			if errors.As(e.Unwrap(), new(*mapstructure.DecodeError)) {
-				return walk(e.Unwrap()) // a table's errors, joined; report each field
+			list, unused := strings.CutPrefix(e.Unwrap().Error(), "has invalid keys: ")
+			if !unused {
+				ps = append(ps, Problem{File: from(e.Name()), Key: e.Name(), Msg: e.Unwrap().Error()})
+				return
 			}
-			msg := strings.TrimPrefix(e.Error(), "'"+e.Name()+"' ")
-			if list, ok := strings.CutPrefix(msg, "has invalid keys: "); ok {
-				table := e.Name()
-				if table == reflect.TypeFor[Config]().String() {
-					table = "" // how mapstructure names the top level here
-				}
-				for _, key := range strings.Split(list, ", ") {
-					path := strings.TrimPrefix(table+"."+key, ".")
-					ps = append(ps, Problem{File: from(path), Key: path, Msg: unknown(path, lines)})
-				}
-				return true
+			table := e.Name()
+			if table == reflect.TypeFor[Config]().String() {
+				table = "" // how mapstructure names the top level here
 			}
-			ps = append(ps, Problem{File: from(e.Name()), Key: e.Name(), Msg: msg})
-			return true
-		case interface{ Unwrap() error }:
-			return walk(e.Unwrap()) // Decode's "decoding failed due to ..." wrapper
+			for _, key := range strings.Split(list, ", ") {
+				path := strings.TrimPrefix(table+"."+key, ".")
+				ps = append(ps, Problem{File: from(path), Key: path, Msg: unknown(path, lines)})
+			}
+		case interface{ Unwrap() error }: // Decode's "decoding failed due to ..."
+			walk(e.Unwrap())
+		case error: // not about the file: a bug here, but say it rather than drop it
+			ps = append(ps, Problem{File: from(""), Msg: e.Error()})
 		}
-		return false
 	}
-	err := k.UnmarshalWithConf("", cfg, koanf.UnmarshalConf{Tag: "toml", DecoderConfig: dc})
-	if !walk(err) {
-		return nil, err
-	}
-	return ps, nil
+	walk(k.UnmarshalWithConf("", cfg, koanf.UnmarshalConf{Tag: "toml", DecoderConfig: dc}))
+	return ps
 }
+
+// wants says what TOML writes for each kind of key.
+var wants = map[reflect.Kind]string{reflect.Int: "a whole number", reflect.Float64: "a number",
+	reflect.String: "a quoted string", reflect.Bool: "true or false", reflect.Struct: "a table",
+	reflect.Slice: `a list of strings such as ["a", "b"]`}
 
 // checkType lets through only what TOML writes for each key, with two
 // conversions: a Duration from a quoted Go duration (a bare 30 would be 30
 // nanoseconds), and a whole number written as 2.0.
 func checkType(from, to reflect.Value) (any, error) {
 	v, t := from.Interface(), to.Type()
-	var ok bool
-	var want string
-	switch {
+	want, ok := wants[t.Kind()], from.Kind() == t.Kind()
+	switch f, isFloat := v.(float64); {
 	case t == reflect.TypeFor[Duration]():
 		if s, isString := v.(string); isString {
 			var d Duration
-			if d.UnmarshalText([]byte(s)) != nil {
-				return nil, fmt.Errorf("%q is not a duration; use Go syntax such as \"500ms\", \"30s\", \"10m\"", s)
-			}
-			return d, nil
+			err := d.UnmarshalText([]byte(s))
+			return d, err
 		}
-		want = `a quoted duration such as "30s"`
+		want, ok = `a quoted duration such as "30s"`, false
+	case t.Kind() == reflect.Int && isFloat && f == math.Trunc(f) && math.Abs(f) < math.MaxInt64:
+		return int64(f), nil
 	case t.Kind() == reflect.Int:
-		if f, isFloat := v.(float64); isFloat && f == math.Trunc(f) && math.Abs(f) < math.MaxInt64 {
-			return int64(f), nil
-		}
-		_, ok = v.(int64)
-		want = "a whole number"
+		ok = from.Kind() == reflect.Int64
 	case t.Kind() == reflect.Float64:
-		switch v.(type) {
-		case int64, float64:
-			ok = true
-		}
-		want = "a number"
-	case t.Kind() == reflect.String:
-		_, ok = v.(string)
-		want = "a quoted string"
-	case t.Kind() == reflect.Bool:
-		_, ok = v.(bool)
-		want = "true or false"
-	case t.Kind() == reflect.Slice:
-		_, ok = v.([]any)
-		want = `a list of strings such as ["a", "b"]`
-		if t.Elem().Kind() == reflect.Struct {
-			want = "an array of tables"
-		}
+		ok = isFloat || from.Kind() == reflect.Int64
 	case t.Kind() == reflect.Struct:
-		_, ok = v.(map[string]any)
-		want = "a table"
-	default:
+		ok = from.Kind() == reflect.Map
+	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Struct:
+		want = "an array of tables"
+	case want == "":
 		return v, nil // a pointer: checked as what it points to
 	}
 	if !ok {
@@ -180,9 +153,9 @@ func unknownLines(b []byte) map[string][]string {
 func shape(t reflect.Type) reflect.Type {
 	switch {
 	case t.Kind() == reflect.Struct:
-		var fs []reflect.StructField
-		for _, f := range keys(t) {
-			fs = append(fs, reflect.StructField{Name: f.Name, Type: shape(f.Type), Tag: reflect.StructTag(`toml:"` + keyName(f) + `"`)})
+		fs := keys(t)
+		for i := range fs {
+			fs[i].Type = shape(fs[i].Type)
 		}
 		return reflect.StructOf(fs)
 	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Struct:
@@ -195,35 +168,38 @@ func shape(t reflect.Type) reflect.Type {
 // mapstructure reports [[models]] tables in order, as go-toml does, so the
 // first line left for a path is this key's.
 func unknown(path string, lines map[string][]string) string {
-	segs := strings.Split(indexRE.ReplaceAllString(path, ""), ".")
-	bare := strings.Join(segs, ".")
+	bare := indexRE.ReplaceAllString(path, "")
 	at := "key"
 	if l := lines[bare]; len(l) > 0 {
 		at, lines[bare] = l[0], l[1:]
 	}
-	return fmt.Sprintf("unknown %s; %s", at, hint(segs))
+	return fmt.Sprintf("unknown %s; %s", at, hint(indexRE.ReplaceAllString(path, "[]")))
 }
 
 // indexRE matches the [[models]] indices in a key path.
 var indexRE = regexp.MustCompile(`\[\d+\]`)
 
-// hint says what an unknown key may have meant. The commonest cause is not a
-// typo but TOML's rule that every key after a [table] header belongs to that
-// table, so it first looks for the key elsewhere in Config.
-func hint(key []string) string {
-	name, parent := key[len(key)-1], key[:len(key)-1]
-	var elsewhere []string
-	paths("", reflect.TypeFor[Config](), func(p string) {
-		if p == name || strings.HasSuffix(p, "."+name) {
+// hint says what an unknown key (its path as in keyPaths) may have meant.
+// The commonest cause is not a typo but TOML's rule that every key after a
+// [table] header belongs to that table, so it first looks for the key
+// elsewhere in Config.
+func hint(path string) string {
+	split := func(p string) (string, string) { i := strings.LastIndex(p, "."); return p[:max(i, 0)], p[i+1:] }
+	parent, name := split(path)
+	var elsewhere, here []string
+	for _, p := range keyPaths {
+		if dir, base := split(p); base == name {
 			elsewhere = append(elsewhere, p)
+		} else if dir == parent {
+			here = append(here, base)
 		}
-	})
+	}
 	if len(elsewhere) > 0 {
 		// Prefer a plain key over one inside [[models]], which has copies of
 		// the [breaker] and [rate_limit] keys.
 		to := elsewhere[max(0, slices.IndexFunc(elsewhere, func(p string) bool { return !strings.Contains(p, "[]") }))]
 		switch {
-		case len(parent) > 0 && to == name:
+		case parent != "" && to == name:
 			return fmt.Sprintf("%s is a top-level key: keys below a [table] header belong to that table, so move it above the first [table]", name)
 		case strings.HasPrefix(to, "models[]."):
 			return fmt.Sprintf("%s belongs in a [[models]] table, after id = \"org/model\"", name)
@@ -231,28 +207,35 @@ func hint(key []string) string {
 		table, _, _ := strings.Cut(to, ".")
 		return fmt.Sprintf("did you mean %s (under [%s])?", to, table)
 	}
-	t := reflect.TypeFor[Config]()
-	for _, p := range parent {
-		i := slices.IndexFunc(keys(t), func(f reflect.StructField) bool { return keyName(f) == p })
-		if i < 0 {
-			break // a quoted key with a dot in it
-		}
-		if t = keys(t)[i].Type; t.Kind() == reflect.Slice {
-			t = t.Elem()
-		}
-	}
-	var here []string
-	for _, f := range keys(t) {
-		here = append(here, keyName(f))
-	}
 	if s := closest(name, here); s != "" {
 		return fmt.Sprintf("did you mean %q?", s)
 	}
-	where := "at the top level"
-	if len(parent) > 0 {
-		where = "here"
+	if parent == "" {
+		return "the keys at the top level are " + strings.Join(here, ", ")
 	}
-	return fmt.Sprintf("the keys %s are %s", where, strings.Join(here, ", "))
+	if len(here) == 0 {
+		return "check the spelling of the key and of its table"
+	}
+	return "the keys here are " + strings.Join(here, ", ")
+}
+
+// keyPaths lists Config's keys, tables included, in declaration order,
+// which is proxy.toml's: "listen", …, "upstream", "upstream.base_url", …,
+// "models", "models[].id", ….
+var keyPaths = tomlPaths("", reflect.TypeFor[Config]())
+
+func tomlPaths(prefix string, t reflect.Type) (ps []string) {
+	for _, f := range keys(t) {
+		p, ft := strings.TrimPrefix(prefix+"."+keyName(f), "."), f.Type
+		ps = append(ps, p)
+		if ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct {
+			p, ft = p+"[]", ft.Elem()
+		}
+		if ft.Kind() == reflect.Struct {
+			ps = append(ps, tomlPaths(p, ft)...)
+		}
+	}
+	return ps
 }
 
 // keys returns t's fields that have a TOML key, in declaration order.
@@ -271,22 +254,6 @@ func keyName(f reflect.StructField) string {
 		return name
 	}
 	return ""
-}
-
-// paths calls fn with every key path in t; slices of tables appear as
-// "name[]".
-func paths(prefix string, t reflect.Type, fn func(string)) {
-	for _, f := range keys(t) {
-		path := strings.TrimPrefix(prefix+"."+keyName(f), ".")
-		switch ft := f.Type; {
-		case ft.Kind() == reflect.Struct:
-			paths(path, ft, fn)
-		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
-			paths(path+"[]", ft.Elem(), fn)
-		default:
-			fn(path)
-		}
-	}
 }
 
 // closest returns the candidate nearest to s by edit distance, or "" if

@@ -89,22 +89,33 @@ func Load(opts Options) (*Config, error) {
 		// Nothing after a syntax error can be trusted; fix that first.
 		return nil, Problems{syntaxProblem(label, data, err)}
 	}
-	env, flags, origin, notes := overrides(opts, getenv)
-	for _, layer := range []map[string]any{env, flags} {
-		if err := k.Load(confmap.Provider(layer, "."), nil); err != nil {
-			return nil, fmt.Errorf("applying the environment and flags: %w", err)
+	// The environment, then the flags, which win. Empty values do not
+	// override; a key is kept untrimmed for trimKey to trim and say so.
+	over, origin, notes := map[string]any{}, map[string]string{}, []string(nil)
+	for _, o := range []struct{ key, who, val string }{
+		{"listen", "env " + EnvListen, getenv(EnvListen)},
+		{"upstream.base_url", "env " + EnvUpstream, getenv(EnvUpstream)},
+		{"upstream.api_key", "env " + EnvAPIKey, getenv(EnvAPIKey)},
+		{"listen", "flag --listen", opts.Listen},
+	} {
+		if strings.TrimFunc(o.val, isKeyJunk) == "" {
+			if o.val != "" {
+				notes = append(notes, o.who+" is set but holds only white space or quotes; ignored")
+			}
+			continue
 		}
+		over[o.key], origin[o.key] = o.val, o.who
+	}
+	if err := k.Load(confmap.Provider(over, "."), nil); err != nil {
+		return nil, fmt.Errorf("applying the environment and flags: %w", err)
 	}
 	// A bad value is blamed on whoever set it.
 	from := func(key string) string { return cmp.Or(origin[key], label) }
 
 	cfg := &Config{Source: path}
-	found, err := decode(k, cfg, data, from)
-	if err != nil {
-		return nil, fmt.Errorf("decoding %s: %w", label, err)
-	}
-
-	cfg.Upstream.BaseURL = strings.TrimRight(cfg.Upstream.BaseURL, "/")
+	found := decode(k, cfg, data, from)
+	cfg.Listen = strings.TrimSpace(cfg.Listen)
+	cfg.Upstream.BaseURL = strings.TrimRight(strings.TrimSpace(cfg.Upstream.BaseURL), "/")
 	cfg.Upstream.AccountURL = strings.TrimRight(cfg.Upstream.AccountURL, "/")
 	cfg.Upstream.APIKey = trimKey("upstream.api_key", from("upstream.api_key"), cfg.Upstream.APIKey, &notes)
 	cfg.ProxyKey = trimKey("proxy_key", from("proxy_key"), cfg.ProxyKey, &notes)
@@ -113,68 +124,32 @@ func Load(opts Options) (*Config, error) {
 			from("upstream.api_key"), Redact(key)))
 	}
 	cfg.Notes = notes
-
-	if all := merge(found, validate(cfg, from)); len(all) > 0 {
-		return nil, all.withModelIDs(cfg)
+	if all := finish(cfg, found, validate(cfg, from)); len(all) > 0 {
+		return nil, all
 	}
 	return cfg, nil
-}
-
-// overrides returns the environment's and the flags' layers, as koanf keys,
-// and who set each key ("env CHUTES_PROXY_LISTEN", "flag --listen"). Empty
-// values do not override.
-func overrides(opts Options, getenv func(string) string) (env, flags map[string]any, origin map[string]string, notes []string) {
-	env, flags, origin = map[string]any{}, map[string]any{}, map[string]string{}
-	set := func(layer map[string]any, key, who, val string) {
-		layer[key] = val
-		origin[key] = who
-	}
-	if v := strings.TrimSpace(getenv(EnvListen)); v != "" {
-		set(env, "listen", "env "+EnvListen, v)
-	}
-	if v := strings.TrimSpace(getenv(EnvUpstream)); v != "" {
-		set(env, "upstream.base_url", "env "+EnvUpstream, v)
-	}
-	if v := getenv(EnvAPIKey); v != "" {
-		if strings.TrimFunc(v, isKeyJunk) == "" {
-			notes = append(notes, "env "+EnvAPIKey+" is set but holds only white space or quotes; ignored")
-		} else {
-			// Kept untrimmed here: trimKey trims it later and says so.
-			set(env, "upstream.api_key", "env "+EnvAPIKey, v)
-		}
-	}
-	if v := strings.TrimSpace(opts.Listen); v != "" {
-		set(flags, "listen", "flag --listen", v) // after the environment: flags win
-	}
-	return env, flags, origin, notes
 }
 
 // find returns the config file's path and content, or "" and the embedded
 // defaults.
 func find(opts Options, getenv func(string) string) (string, []byte, error) {
-	named := func(p, via string) (string, []byte, error) {
-		if !filepath.IsAbs(p) && opts.Dir != "" {
-			p = filepath.Join(opts.Dir, p)
+	p, via := opts.File, "--config"
+	if p == "" {
+		p, via = getenv(EnvConfig), "$"+EnvConfig
+	}
+	if p == "" {
+		b, err := os.ReadFile(filepath.Join(opts.Dir, "proxy.toml"))
+		if errors.Is(err, fs.ErrNotExist) {
+			return "", chutesproxy.DefaultConfig, nil
 		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return "", nil, fmt.Errorf("config file named by %s: %w", via, err)
-		}
-		return p, b, nil
+		return filepath.Join(opts.Dir, "proxy.toml"), b, err
 	}
-	if opts.File != "" {
-		return named(opts.File, "--config")
+	if !filepath.IsAbs(p) && opts.Dir != "" {
+		p = filepath.Join(opts.Dir, p)
 	}
-	if p := getenv(EnvConfig); p != "" {
-		return named(p, "$"+EnvConfig)
-	}
-	p := filepath.Join(opts.Dir, "proxy.toml")
 	b, err := os.ReadFile(p)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return "", chutesproxy.DefaultConfig, nil
-	case err != nil:
-		return "", nil, fmt.Errorf("reading config: %w", err)
+	if err != nil {
+		return "", nil, fmt.Errorf("config file named by %s: %w", via, err)
 	}
 	return p, b, nil
 }
@@ -189,10 +164,8 @@ func trimKey(name, from string, s Secret, notes *[]string) Secret {
 	if t == raw {
 		return s
 	}
-	lead := len(raw) - len(strings.TrimLeftFunc(raw, isKeyJunk))
-	trail := len(strings.TrimRightFunc(raw, isKeyJunk))
 	what := "white space"
-	if strings.ContainsAny(raw[:lead]+raw[max(trail, lead):], `"'`) {
+	if strings.ContainsAny(strings.Replace(raw, t, "", 1), `"'`) { // what is around t
 		what = "white space or quotes"
 	}
 	if t == "" {

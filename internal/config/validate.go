@@ -1,7 +1,6 @@
 package config
 
 import (
-	"cmp"
 	"fmt"
 	"maps"
 	"math"
@@ -38,9 +37,9 @@ func (p Problem) Error() string {
 	return p.File + ":" + p.Key + ": " + p.Msg
 }
 
-// Problems is every problem found in one Load, in the order of the keys in
-// proxy.toml (then by key), so that the same file always gives the same
-// lines.
+// Problems is every problem found in one Load, in a stable order: first
+// what could not be read (values of the wrong type, unknown keys) in the
+// order of the tables, then what is wrong with the values read.
 type Problems []Problem
 
 // Error returns one "FILE:KEY: problem" line per problem.
@@ -52,19 +51,27 @@ func (ps Problems) Error() string {
 	return strings.Join(lines, "\n")
 }
 
-// merge joins the decode problems (found: wrong types, unknown keys) with
-// the validation problems (checked), drops a validation problem about a key
-// that already failed to decode (its zero value would only repeat the
-// complaint), removes duplicates, and sorts.
-func merge(found, checked Problems) Problems {
-	all := slices.Clone(found)
+// finish joins the problems decoding found with those validation found,
+// drops a validation problem about a key that already failed to decode (its
+// zero value would only repeat the complaint), and names the [[models]]
+// table a problem is in by its id, since counting tables is error-prone.
+func finish(cfg *Config, found, checked Problems) Problems {
+	all := found
 	for _, c := range checked {
 		if !slices.ContainsFunc(found, func(f Problem) bool { return related(f.Key, c.Key) }) {
 			all = append(all, c)
 		}
 	}
-	slices.SortStableFunc(all, compareProblems)
-	return slices.Compact(all)
+	for i, p := range all {
+		var n int
+		if _, err := fmt.Sscanf(p.Key, "models[%d]", &n); err != nil || n < 0 || n >= len(cfg.Models) {
+			continue
+		}
+		if id := cfg.Models[n].ID; strings.TrimSpace(id) != "" && !strings.Contains(p.Msg, id) {
+			all[i].Msg += fmt.Sprintf(" (in the [[models]] table with id %q)", id)
+		}
+	}
+	return all
 }
 
 // related reports whether a and b are the same key or one lies inside the
@@ -76,100 +83,80 @@ func related(a, b string) bool {
 	return a == b || inside(a, b) || inside(b, a)
 }
 
-func compareProblems(a, b Problem) int {
-	return cmp.Or(slices.Compare(keyRank(a.Key), keyRank(b.Key)),
-		cmp.Compare(a.Key, b.Key), cmp.Compare(a.File, b.File), cmp.Compare(a.Msg, b.Msg))
-}
-
-// keyRank orders keys as proxy.toml does: by the position of each field in
-// Config, whose fields follow the file, and by index inside arrays. Keys
-// Config does not know sort after the known ones at their level.
-func keyRank(key string) []int {
-	var rank []int
-	t := reflect.TypeFor[Config]()
-	for _, s := range strings.FieldsFunc(key, func(r rune) bool { return r == '.' || r == '[' || r == ']' }) {
-		if n, err := strconv.Atoi(s); err == nil {
-			rank = append(rank, n) // an index
-			continue
-		}
-		i := -1
-		if t.Kind() == reflect.Struct {
-			i = slices.IndexFunc(keys(t), func(f reflect.StructField) bool { return keyName(f) == s })
-		}
-		if i < 0 {
-			return append(rank, math.MaxInt32)
-		}
-		rank = append(rank, i)
-		if t = keys(t)[i].Type; t.Kind() == reflect.Slice || t.Kind() == reflect.Pointer {
-			t = t.Elem()
-		}
-	}
-	return rank
-}
-
-// withModelIDs names the [[models]] table a problem is in, by its id, since
-// counting tables is error-prone.
-func (ps Problems) withModelIDs(cfg *Config) Problems {
-	for i := range ps {
-		var n int
-		if _, err := fmt.Sscanf(ps[i].Key, "models[%d]", &n); err != nil || n < 0 || n >= len(cfg.Models) {
-			continue
-		}
-		if id := cfg.Models[n].ID; strings.TrimSpace(id) != "" && !strings.Contains(ps[i].Msg, id) {
-			ps[i].Msg += fmt.Sprintf(" (in the [[models]] table with id %q)", id)
-		}
-	}
-	return ps
-}
-
 // checker collects the problems validate finds.
 type checker struct {
 	from  func(key string) string
 	probs Problems
 }
 
+// add adds a problem once: two empty entries in one list are one problem.
 func (c *checker) add(key, format string, args ...any) {
-	c.probs = append(c.probs, Problem{File: c.from(key), Key: key, Msg: fmt.Sprintf(format, args...)})
-}
-
-func (c *checker) notNegative(key string, n int) {
-	if n < 0 {
-		c.add(key, "must not be negative; got %d", n)
+	if p := (Problem{File: c.from(key), Key: key, Msg: fmt.Sprintf(format, args...)}); !slices.Contains(c.probs, p) {
+		c.probs = append(c.probs, p)
 	}
 }
 
-func (c *checker) atLeastOne(key string, n int) {
-	if n < 1 {
-		c.add(key, "must be at least 1; got %d", n)
-	}
-}
-
-func (c *checker) duration(key string, d Duration) {
-	if d < 0 {
-		c.add(key, "must not be negative; got %s", d.D())
-	}
-}
-
-// positive checks a time-out or wait that has no "off": 0 would fail every
-// request at once.
-func (c *checker) positive(key string, d Duration) {
-	if d <= 0 {
-		c.add(key, "must be more than 0 (it has no \"off\"); got %s", d.D())
-	}
-}
-
-// rate checks a requests_per_minute; it reports whether the value is
-// usable.
-func (c *checker) rate(key string, r float64) bool {
+// named reports whether s can name something: not empty (else it adds the
+// problem empty) and without white space.
+func (c *checker) named(key, s, empty string) bool {
 	switch {
-	case math.IsNaN(r) || math.IsInf(r, 0):
-		c.add(key, "must be a finite number; got %v", r)
-	case r < 0:
-		c.add(key, "must not be negative (0 means unlimited); got %v", r)
+	case strings.TrimSpace(s) == "":
+		c.add(key, "%s", empty)
+	case strings.ContainsFunc(s, unicode.IsSpace):
+		c.add(key, "%q has white space in it", s)
 	default:
 		return true
 	}
 	return false
+}
+
+// ranges holds every number in v, the table at key prefix, to its field's
+// check tag (see Config), and checks every key.
+func (c *checker) ranges(prefix string, v reflect.Value) {
+	for _, f := range keys(v.Type()) {
+		key, fv := strings.TrimPrefix(prefix+"."+keyName(f), "."), reflect.Indirect(v.FieldByIndex(f.Index))
+		switch check := f.Tag.Get("check"); {
+		case !fv.IsValid(): // an override the table leaves out
+		case fv.Kind() == reflect.Struct:
+			c.ranges(key, fv)
+		case fv.Kind() == reflect.Slice:
+			for i := range fv.Len() {
+				if fv.Index(i).Kind() == reflect.Struct {
+					c.ranges(fmt.Sprintf("%s[%d]", key, i), fv.Index(i))
+				}
+			}
+		case fv.Type() == reflect.TypeFor[Secret]() && strings.ContainsFunc(fv.String(), isKeyJunk):
+			// What trimKey cannot fix: characters inside a key that no key
+			// has, which the upstream would reject without saying why.
+			c.add(key, "has white space, quotes or control characters inside it; copy the key again")
+		case check != "":
+			if msg := outOfRange(check, fv); msg != "" {
+				c.add(key, "%s", msg)
+			}
+		}
+	}
+}
+
+// outOfRange says how the number v breaks its check tag, or "".
+func outOfRange(check string, v reflect.Value) string {
+	x := float64(0)
+	if v.CanFloat() {
+		x = v.Float()
+	} else {
+		x = float64(v.Int())
+	}
+	got := fmt.Sprint(v.Interface())
+	switch {
+	case math.IsNaN(x) || math.IsInf(x, 0):
+		return "must be a finite number; got " + got
+	case check == "positive" && x <= 0:
+		return `must be more than 0 (it has no "off"); got ` + got
+	case check == "min1" && x < 1:
+		return "must be at least 1; got " + got
+	case x < 0:
+		return "must not be negative; got " + got
+	}
+	return ""
 }
 
 // validate checks what decoding cannot: ranges, addresses, URLs, and how
@@ -177,6 +164,7 @@ func (c *checker) rate(key string, r float64) bool {
 // the first.
 func validate(cfg *Config, from func(string) string) Problems {
 	c := &checker{from: from}
+	c.ranges("", reflect.ValueOf(cfg).Elem())
 
 	if msg := hostPort(cfg.Listen, true); msg != "" {
 		c.add("listen", "%s; use e.g. \"127.0.0.1:8787\"", msg)
@@ -187,19 +175,11 @@ func validate(cfg *Config, from func(string) string) Problems {
 		// A tunnel's name makes a loopback proxy reachable from anywhere.
 		c.add("allowed_hosts", "names other machines can reach the proxy through (a tunnel), so proxy_key must be set (clients then send \"Authorization: Bearer <proxy_key>\")")
 	}
-	c.key("proxy_key", cfg.ProxyKey)
-	c.atLeastOne("max_body_mb", cfg.MaxBodyMB)
 	for _, h := range cfg.AllowedHosts {
-		switch {
-		case strings.TrimSpace(h) == "":
-			c.add("allowed_hosts", "an entry is empty")
-		case strings.Contains(h, "/"):
+		if c.named("allowed_hosts", h, "an entry is empty") && strings.Contains(h, "/") {
 			c.add("allowed_hosts", "%q is not a host name; write just the host, such as \"my-tunnel.example.com\"", h)
-		case strings.ContainsFunc(h, unicode.IsSpace):
-			c.add("allowed_hosts", "%q has white space in it", h)
 		}
 	}
-
 	for _, o := range cfg.Compat.CORSOrigins {
 		if msg := corsOrigin(o); msg != "" {
 			c.add("compat.cors_origins", "%s", msg)
@@ -209,150 +189,95 @@ func validate(cfg *Config, from func(string) string) Problems {
 	up := cfg.Upstream
 	if msg := httpURL(up.BaseURL); msg != "" {
 		c.add("upstream.base_url", "%s; the default is \"https://llm.chutes.ai/v1\"", msg)
-	} else if u, _ := url.Parse(up.BaseURL); strings.HasSuffix(u.Path, "/chat/completions") || strings.HasSuffix(u.Path, "/completions") {
+	} else if u, _ := url.Parse(up.BaseURL); strings.HasSuffix(u.Path, "/completions") {
 		c.add("upstream.base_url", "%q is an endpoint, not the API's base; drop the endpoint, e.g. \"https://llm.chutes.ai/v1\"", up.BaseURL)
 	}
-	c.key("upstream.api_key", up.APIKey)
-	c.positive("upstream.connect_timeout", up.ConnectTimeout)
-	c.positive("upstream.first_byte_timeout", up.FirstByteTimeout)
-	c.positive("upstream.idle_timeout", up.IdleTimeout)
-	c.positive("upstream.request_timeout", up.RequestTimeout)
-	if up.Resolver != "" {
-		if msg := hostPort(up.Resolver, false); msg != "" {
-			c.add("upstream.resolver", "%s; use e.g. \"1.1.1.1:53\", or \"\" for the system's resolver", msg)
-		}
+	if msg := hostPort(up.Resolver, false); up.Resolver != "" && msg != "" {
+		c.add("upstream.resolver", "%s; use e.g. \"1.1.1.1:53\", or \"\" for the system's resolver", msg)
 	}
-	if up.AccountURL != "" {
-		if msg := httpURL(up.AccountURL); msg != "" {
-			c.add("upstream.account_url", "%s; use \"https://api.chutes.ai\", or \"\" to turn the account checks off", msg)
-		}
+	if msg := httpURL(up.AccountURL); up.AccountURL != "" && msg != "" {
+		c.add("upstream.account_url", "%s; use \"https://api.chutes.ai\", or \"\" to turn the account checks off", msg)
 	}
 
-	c.atLeastOne("failover.max_attempts", cfg.Failover.MaxAttempts)
-	c.atLeastOne("breaker.failures", cfg.Breaker.Failures)
-	c.positive("breaker.cooldown", cfg.Breaker.Cooldown)
-
+	// A limiter with burst 0 admits nothing. A [[models]] table that
+	// overrides neither rate nor burst has the [rate_limit] check's answer.
+	const burst0 = "must be at least 1 when requests_per_minute is above 0 (a limiter with burst 0 admits nothing); got 0"
+	limited := func(rate float64) bool { return rate > 0 && !math.IsInf(rate, 1) }
 	rl := cfg.RateLimit
-	rateOK := c.rate("rate_limit.requests_per_minute", rl.RequestsPerMinute)
-	c.notNegative("rate_limit.burst", rl.Burst)
-	if rateOK && rl.RequestsPerMinute > 0 && rl.Burst == 0 {
-		c.add("rate_limit.burst", "must be at least 1 when requests_per_minute is above 0 (a limiter with burst 0 admits nothing); got 0")
+	if limited(rl.RequestsPerMinute) && rl.Burst == 0 {
+		c.add("rate_limit.burst", burst0)
 	}
-	c.duration("rate_limit.max_wait", rl.MaxWait)
-	c.notNegative("quota.daily_requests", cfg.Quota.DailyRequests)
-	c.duration("health.probe_interval", cfg.Health.ProbeInterval)
-
+	for i, m := range cfg.Models {
+		rate, burst, from := rl.RequestsPerMinute, rl.Burst, " (from rate_limit.burst)"
+		if m.RequestsPerMinute != nil {
+			rate = *m.RequestsPerMinute
+		}
+		if m.Burst != nil {
+			burst, from = *m.Burst, ""
+		}
+		if (m.Burst != nil || m.RequestsPerMinute != nil) && limited(rate) && burst == 0 {
+			c.add(fmt.Sprintf("models[%d].burst", i), "%s%s", burst0, from)
+		}
+	}
 	c.models(cfg)
 	return c.probs
 }
 
-// key checks a key for what trimming cannot fix: characters inside it that
-// no key has, which the upstream would reject without saying why.
-func (c *checker) key(name string, s Secret) {
-	if strings.ContainsFunc(s.Reveal(), isKeyJunk) {
-		c.add(name, "has white space, quotes or control characters inside it; copy the key again")
-	}
-}
-
-// models checks the [[models]] tables: ids, aliases, fallbacks and limits.
+// models checks the [[models]] tables' ids, aliases and fallbacks.
 func (c *checker) models(cfg *Config) {
 	ids := map[string]int{}     // id → first table with it
 	aliases := map[string]int{} // alias → its table
 	for i, m := range cfg.Models {
 		key := fmt.Sprintf("models[%d].id", i)
-		switch {
-		case strings.TrimSpace(m.ID) == "":
-			c.add(key, "missing or empty; every [[models]] table needs id = \"org/model\"")
-		case strings.ContainsFunc(m.ID, unicode.IsSpace):
-			c.add(key, "%q has white space in it", m.ID)
+		switch j, dup := ids[m.ID]; {
+		case !c.named(key, m.ID, "missing or empty; every [[models]] table needs id = \"org/model\""):
+		case dup:
+			c.add(key, "%q is also the id of models[%d]; merge the two tables", m.ID, j)
 		default:
-			if j, dup := ids[m.ID]; dup {
-				c.add(key, "%q is also the id of models[%d]; merge the two tables", m.ID, j)
-			} else {
-				ids[m.ID] = i
-			}
+			ids[m.ID] = i
 		}
 	}
 	for i, m := range cfg.Models {
 		key := fmt.Sprintf("models[%d].aliases", i)
 		for _, a := range m.Aliases {
-			switch j, isID := ids[a]; {
-			case strings.TrimSpace(a) == "":
-				c.add(key, "an alias is empty")
-			case strings.ContainsFunc(a, unicode.IsSpace):
-				c.add(key, "%q has white space in it", a)
-			case isID && j != i:
-				c.add(key, "%q is the id of models[%d]; an alias cannot name another model", a, j)
-			case isID:
+			j, isID := ids[a]
+			k, dup := aliases[a]
+			switch {
+			case !c.named(key, a, "an alias is empty"):
+			case isID && j == i:
 				// An alias equal to the table's own id changes nothing.
+			case isID:
+				c.add(key, "%q is the id of models[%d]; an alias cannot name another model", a, j)
+			case dup && k == i:
+				c.add(key, "%q is listed twice", a)
+			case dup:
+				c.add(key, "%q is already an alias of models[%d] (%s); an alias names one model", a, k, cfg.Models[k].ID)
 			default:
-				if j, dup := aliases[a]; dup && j == i {
-					c.add(key, "%q is listed twice", a)
-				} else if dup {
-					c.add(key, "%q is already an alias of models[%d] (%s); an alias names one model", a, j, cfg.Models[j].ID)
-				} else {
-					aliases[a] = i
-				}
+				aliases[a] = i
 			}
 		}
 	}
 	known := maps.Clone(ids) // every name a fallback may use
 	maps.Copy(known, aliases)
 	names := slices.Sorted(maps.Keys(known))
-
 	for i, m := range cfg.Models {
 		key := fmt.Sprintf("models[%d].fallbacks", i)
 		for _, f := range m.Fallbacks {
 			switch j, ok := known[f]; {
-			case strings.TrimSpace(f) == "":
-				c.add(key, "a fallback is empty")
-			case strings.ContainsFunc(f, unicode.IsSpace):
-				c.add(key, "%q has white space in it", f)
+			case !c.named(key, f, "a fallback is empty"):
 			case ok && j == i:
 				// Harmless, since a model always comes first in its own chain,
 				// but it reads as "retry this model", which it does not do.
 				c.add(key, "%q is this model itself (%s), which is always tried first; remove it, or name another model", f, m.ID)
-			case ok:
-				// Chains are one level deep (a fallback's own fallbacks are not
-				// followed), so two models may name each other.
-			case strings.Contains(f, "/"):
-				// Any org/model id may be a fallback without a table of its own.
+			case ok, strings.Contains(f, "/"):
+				// A chain is one level deep (a fallback's own fallbacks are
+				// not followed), so two models may name each other; and any
+				// org/model id may be a fallback without a table of its own.
+			case closest(f, names) != "":
+				c.add(key, "%q is no configured alias or id, nor an org/model id; did you mean %q?", f, closest(f, names))
 			default:
-				msg := fmt.Sprintf("%q is no configured alias or id, nor an org/model id", f)
-				if s := closest(f, names); s != "" {
-					msg += fmt.Sprintf("; did you mean %q?", s)
-				} else {
-					msg += "; use the full org/model id, or add it to a model's aliases"
-				}
-				c.add(key, "%s", msg)
+				c.add(key, "%q is no configured alias or id, nor an org/model id; use the full org/model id, or add it to a model's aliases", f)
 			}
-		}
-	}
-	for i, m := range cfg.Models {
-		pre := fmt.Sprintf("models[%d].", i)
-		rate, rateOK := cfg.RateLimit.RequestsPerMinute, true
-		if m.RequestsPerMinute != nil {
-			rate = *m.RequestsPerMinute
-			rateOK = c.rate(pre+"requests_per_minute", rate)
-		}
-		burst := cfg.RateLimit.Burst
-		if m.Burst != nil {
-			burst = *m.Burst
-			c.notNegative(pre+"burst", burst)
-		}
-		if m.Failures != nil {
-			c.atLeastOne(pre+"failures", *m.Failures)
-		}
-		if m.Cooldown != nil {
-			c.positive(pre+"cooldown", *m.Cooldown)
-		}
-		// Without either override the [rate_limit] check has spoken.
-		if rateOK && rate > 0 && burst == 0 && (m.Burst != nil || m.RequestsPerMinute != nil) {
-			from := ""
-			if m.Burst == nil {
-				from = " (from rate_limit.burst)"
-			}
-			c.add(pre+"burst", "must be at least 1 when requests_per_minute is above 0 (a limiter with burst 0 admits nothing); got 0%s", from)
 		}
 	}
 }

@@ -165,9 +165,10 @@ colour = "blue"
 		}
 		keys = append(keys, p.Key)
 	}
-	// proxy.toml's order; unknown keys after the known ones at their level
-	want := []string{"listen", "upstream.connect_timeout", "upstream.first_byte_timeout", "breaker.failures",
-		"models[0].fallbacks", "models[0].colour", "surprise"}
+	// What could not be read first, in the tables' order with unknown keys
+	// after a table's known ones; then the values' problems.
+	want := []string{"upstream.connect_timeout", "upstream.first_byte_timeout", "models[0].colour", "surprise",
+		"breaker.failures", "listen", "models[0].fallbacks"}
 	if strings.Join(keys, " ") != strings.Join(want, " ") {
 		t.Errorf("keys = %v\nwant   %v", keys, want)
 	}
