@@ -28,8 +28,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if code, done := parse(fs, args); done {
 		return code
 	}
-	u := statusURL(*base)
-	st, err := fetchStatus(ctx, u)
+	st, err := fetchStatus(ctx, statusURL(*base))
 	if err != nil {
 		fmt.Fprintln(stderr, "chutes-proxy status:", err)
 		return 1
@@ -73,15 +72,11 @@ func fetchStatus(ctx context.Context, u string) (*health.Status, error) {
 		return nil, fmt.Errorf("cannot reach %s: %w", u, err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", u, err)
-	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("%s answered %s: is it a chutes-proxy (version with /status)?", u, resp.Status)
 	}
 	var st health.Status
-	if err := json.Unmarshal(body, &st); err != nil || st.Headline == "" {
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 8<<20)).Decode(&st); err != nil || st.Headline == "" {
 		return nil, fmt.Errorf("%s did not answer with chutes-proxy's status JSON: is it a chutes-proxy?", u)
 	}
 	return &st, nil

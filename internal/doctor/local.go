@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/chutes-proxy/chutes-proxy/internal/config"
@@ -45,11 +46,9 @@ func (r *runner) checkConfig() Result {
 	}
 	r.cfg = cfg
 
-	var what string
+	what := cfg.Source + " is valid"
 	if cfg.Source == "" {
 		what = "no proxy.toml found: the built-in defaults apply"
-	} else {
-		what = cfg.Source + " is valid"
 	}
 	switch n := len(cfg.Models); n {
 	case 0:
@@ -60,13 +59,7 @@ func (r *runner) checkConfig() Result {
 		what += fmt.Sprintf("; %d models configured", n)
 	}
 	// Notes about the key belong to the key's line.
-	var other []string
-	for _, n := range cfg.Notes {
-		if !keyNote(n) {
-			other = append(other, n)
-		}
-	}
-	if len(other) > 0 {
+	if other := slices.DeleteFunc(slices.Clone(cfg.Notes), keyNote); len(other) > 0 {
 		return warn(CheckConfig, "%s; note: %s", what, strings.Join(other, "; "))
 	}
 	return ok(CheckConfig, "%s", what)
@@ -89,12 +82,10 @@ func (r *runner) keySource() string {
 func (r *runner) checkKey() Result {
 	cfg := r.cfg
 	key := cfg.Upstream.APIKey.Reveal()
-	var notes []string
-	for _, n := range cfg.Notes {
-		if keyNote(n) && !strings.Contains(n, "does not start with cpk_") {
-			notes = append(notes, n)
-		}
-	}
+	// A key that is no cpk_ key has a line of its own below.
+	notes := slices.DeleteFunc(slices.Clone(cfg.Notes), func(n string) bool {
+		return !keyNote(n) || strings.Contains(n, "does not start with cpk_")
+	})
 	if key == "" {
 		why := ""
 		if len(notes) > 0 {
@@ -172,28 +163,22 @@ func (r *runner) checkModelIDs() Result {
 	cfg := r.cfg
 	type want struct{ id, where string }
 	var wants []want
-	names := map[string]bool{} // configured ids and aliases
-	for _, m := range cfg.Models {
-		names[m.ID] = true
-		for _, a := range m.Aliases {
-			names[a] = true
-		}
-	}
-	seen := map[string]bool{}
+	names := map[string]bool{} // ids to check, and aliases (never checked)
 	add := func(id, where string) {
-		if !seen[id] {
-			seen[id] = true
+		if !names[id] {
+			names[id] = true
 			wants = append(wants, want{id, where})
 		}
 	}
 	for i, m := range cfg.Models {
 		add(m.ID, fmt.Sprintf("models[%d].id", i))
+		for _, a := range m.Aliases {
+			names[a] = true
+		}
 	}
 	for i, m := range cfg.Models {
 		for _, f := range m.Fallbacks {
-			if !names[f] { // a configured id or alias is checked as an id
-				add(f, fmt.Sprintf("models[%d].fallbacks", i))
-			}
+			add(f, fmt.Sprintf("models[%d].fallbacks", i))
 		}
 	}
 	if len(wants) == 0 {
@@ -269,11 +254,10 @@ func (r *runner) checkListen(ctx context.Context) Result {
 }
 
 func nextPort(port string) string {
-	var n int
-	if _, err := fmt.Sscanf(port, "%d", &n); err != nil || n <= 0 || n >= 65535 {
-		return "8788"
+	if n, err := strconv.Atoi(port); err == nil && n > 0 && n < 65535 {
+		return strconv.Itoa(n + 1)
 	}
-	return fmt.Sprint(n + 1)
+	return "8788"
 }
 
 // unwrapOp drops net.OpError's "listen tcp ADDR:" prefix, which the
