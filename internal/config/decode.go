@@ -46,13 +46,11 @@ func decode(k *koanf.Koanf, cfg *Config, file []byte, from func(string) string) 
 				ps = append(ps, Problem{File: from(e.Name()), Key: e.Name(), Msg: e.Unwrap().Error()})
 				return
 			}
-			table := e.Name()
-			if table == reflect.TypeFor[Config]().String() {
-				table = "" // how mapstructure names the top level here
-			}
+			// mapstructure names the top level by its type.
+			table := strings.TrimPrefix(e.Name(), reflect.TypeFor[Config]().String())
 			for _, key := range strings.Split(list, ", ") {
 				path := strings.TrimPrefix(table+"."+key, ".")
-				ps = append(ps, Problem{File: from(path), Key: path, Msg: unknown(path, lines)})
+				ps = append(ps, Problem{File: from(path), Key: path, Msg: unknown(table, key, lines)})
 			}
 		case interface{ Unwrap() error }: // Decode's "decoding failed due to ..."
 			walk(e.Unwrap())
@@ -139,12 +137,11 @@ func unknownLines(b []byte) map[string][]string {
 	lines := map[string][]string{}
 	for _, e := range strict.Errors {
 		row, _ := e.Position()
-		at := fmt.Sprintf("key on line %d", row)
+		what, path := "key", strings.Join(e.Key(), ".")
 		if strings.HasSuffix(e.Error(), "missing table") {
-			at = fmt.Sprintf("table on line %d", row)
+			what = "table"
 		}
-		path := strings.Join(e.Key(), ".")
-		lines[path] = append(lines[path], at)
+		lines[path] = append(lines[path], fmt.Sprintf("%s on line %d", what, row))
 	}
 	return lines
 }
@@ -164,59 +161,50 @@ func shape(t reflect.Type) reflect.Type {
 	return reflect.TypeFor[any]()
 }
 
-// unknown explains the unknown key at path, taking its line from lines.
-// mapstructure reports [[models]] tables in order, as go-toml does, so the
-// first line left for a path is this key's.
-func unknown(path string, lines map[string][]string) string {
-	bare := indexRE.ReplaceAllString(path, "")
+// indexRE matches the [[models]] indices in a key path.
+var indexRE = regexp.MustCompile(`\[\d+\]`)
+
+// unknown explains the unknown key in table, taking its line from lines
+// (mapstructure reports [[models]] tables in order, as go-toml does, so the
+// first line left for a path is this key's) and saying what it may have
+// meant. The commonest cause is not a typo but TOML's rule that every key
+// after a [table] header belongs to that table, so it first looks for the
+// key elsewhere in Config.
+func unknown(table, name string, lines map[string][]string) string {
+	bare := strings.TrimPrefix(indexRE.ReplaceAllString(table, "")+"."+name, ".")
 	at := "key"
 	if l := lines[bare]; len(l) > 0 {
 		at, lines[bare] = l[0], l[1:]
 	}
-	return fmt.Sprintf("unknown %s; %s", at, hint(indexRE.ReplaceAllString(path, "[]")))
-}
-
-// indexRE matches the [[models]] indices in a key path.
-var indexRE = regexp.MustCompile(`\[\d+\]`)
-
-// hint says what an unknown key (its path as in keyPaths) may have meant.
-// The commonest cause is not a typo but TOML's rule that every key after a
-// [table] header belongs to that table, so it first looks for the key
-// elsewhere in Config.
-func hint(path string) string {
-	split := func(p string) (string, string) { i := strings.LastIndex(p, "."); return p[:max(i, 0)], p[i+1:] }
-	parent, name := split(path)
+	table = indexRE.ReplaceAllString(table, "[]") // as in keyPaths
 	var elsewhere, here []string
 	for _, p := range keyPaths {
-		if dir, base := split(p); base == name {
+		i := strings.LastIndex(p, ".")
+		if p[i+1:] == name {
 			elsewhere = append(elsewhere, p)
-		} else if dir == parent {
-			here = append(here, base)
+		} else if p[:max(i, 0)] == table {
+			here = append(here, p[i+1:])
 		}
 	}
+	// Prefer a plain key over one inside [[models]], which has copies of the
+	// [breaker] and [rate_limit] keys.
+	to := ""
 	if len(elsewhere) > 0 {
-		// Prefer a plain key over one inside [[models]], which has copies of
-		// the [breaker] and [rate_limit] keys.
-		to := elsewhere[max(0, slices.IndexFunc(elsewhere, func(p string) bool { return !strings.Contains(p, "[]") }))]
-		switch {
-		case parent != "" && to == name:
-			return fmt.Sprintf("%s is a top-level key: keys below a [table] header belong to that table, so move it above the first [table]", name)
-		case strings.HasPrefix(to, "models[]."):
-			return fmt.Sprintf("%s belongs in a [[models]] table, after id = \"org/model\"", name)
-		}
-		table, _, _ := strings.Cut(to, ".")
-		return fmt.Sprintf("did you mean %s (under [%s])?", to, table)
+		to = elsewhere[max(0, slices.IndexFunc(elsewhere, func(p string) bool { return !strings.Contains(p, "[]") }))]
 	}
-	if s := closest(name, here); s != "" {
-		return fmt.Sprintf("did you mean %q?", s)
+	switch {
+	case to == name && table != "":
+		return fmt.Sprintf("unknown %s; %s is a top-level key: keys below a [table] header belong to that table, so move it above the first [table]", at, name)
+	case strings.HasPrefix(to, "models[]."):
+		return fmt.Sprintf("unknown %s; %s belongs in a [[models]] table, after id = \"org/model\"", at, name)
+	case to != "":
+		return fmt.Sprintf("unknown %s; did you mean %s (under [%s])?", at, to, strings.Split(to, ".")[0])
+	case closest(name, here) != "":
+		return fmt.Sprintf("unknown %s; did you mean %q?", at, closest(name, here))
+	case table == "":
+		return fmt.Sprintf("unknown %s; the keys at the top level are %s", at, strings.Join(here, ", "))
 	}
-	if parent == "" {
-		return "the keys at the top level are " + strings.Join(here, ", ")
-	}
-	if len(here) == 0 {
-		return "check the spelling of the key and of its table"
-	}
-	return "the keys here are " + strings.Join(here, ", ")
+	return fmt.Sprintf("unknown %s; the keys here are %s", at, strings.Join(here, ", "))
 }
 
 // keyPaths lists Config's keys, tables included, in declaration order,
@@ -288,20 +276,14 @@ func syntaxProblem(file string, b []byte, err error) Problem {
 		p.Key = fmt.Sprintf("%d:%d", row, col)
 		return p
 	}
-	var ends []int // where each line ends
-	for i, c := range b {
-		if c == '\n' {
-			ends = append(ends, i+1)
-		}
-	}
-	ends = append(ends, len(b))
-	line := sort.Search(len(ends), func(i int) bool {
+	lines := bytes.SplitAfter(b, []byte("\n"))
+	n := sort.Search(len(lines), func(i int) bool {
 		var m map[string]any
-		e := toml.Unmarshal(b[:ends[i]], &m)
+		e := toml.Unmarshal(bytes.Join(lines[:i+1], nil), &m)
 		return e != nil && e.Error() == err.Error()
 	})
-	if line < len(ends) {
-		p.Key = strconv.Itoa(line + 1)
+	if n < len(lines) {
+		p.Key = strconv.Itoa(n + 1)
 	}
 	return p
 }

@@ -139,13 +139,7 @@ func (c *checker) ranges(prefix string, v reflect.Value) {
 
 // outOfRange says how the number v breaks its check tag, or "".
 func outOfRange(check string, v reflect.Value) string {
-	x := float64(0)
-	if v.CanFloat() {
-		x = v.Float()
-	} else {
-		x = float64(v.Int())
-	}
-	got := fmt.Sprint(v.Interface())
+	x, got := v.Convert(reflect.TypeFor[float64]()).Float(), fmt.Sprint(v.Interface())
 	switch {
 	case math.IsNaN(x) || math.IsInf(x, 0):
 		return "must be a finite number; got " + got
@@ -201,22 +195,19 @@ func validate(cfg *Config, from func(string) string) Problems {
 
 	// A limiter with burst 0 admits nothing. A [[models]] table that
 	// overrides neither rate nor burst has the [rate_limit] check's answer.
-	const burst0 = "must be at least 1 when requests_per_minute is above 0 (a limiter with burst 0 admits nothing); got 0"
-	limited := func(rate float64) bool { return rate > 0 && !math.IsInf(rate, 1) }
 	rl := cfg.RateLimit
-	if limited(rl.RequestsPerMinute) && rl.Burst == 0 {
-		c.add("rate_limit.burst", burst0)
+	burst0 := func(key string, rate float64, burst int, note string) {
+		if rate > 0 && !math.IsInf(rate, 1) && burst == 0 {
+			c.add(key, "must be at least 1 when requests_per_minute is above 0 (a limiter with burst 0 admits nothing); got 0%s", note)
+		}
 	}
+	burst0("rate_limit.burst", rl.RequestsPerMinute, rl.Burst, "")
 	for i, m := range cfg.Models {
-		rate, burst, from := rl.RequestsPerMinute, rl.Burst, " (from rate_limit.burst)"
-		if m.RequestsPerMinute != nil {
-			rate = *m.RequestsPerMinute
-		}
-		if m.Burst != nil {
-			burst, from = *m.Burst, ""
-		}
-		if (m.Burst != nil || m.RequestsPerMinute != nil) && limited(rate) && burst == 0 {
-			c.add(fmt.Sprintf("models[%d].burst", i), "%s%s", burst0, from)
+		switch rate, key := or(m.RequestsPerMinute, rl.RequestsPerMinute), fmt.Sprintf("models[%d].burst", i); {
+		case m.Burst != nil:
+			burst0(key, rate, *m.Burst, "")
+		case m.RequestsPerMinute != nil:
+			burst0(key, rate, rl.Burst, " (from rate_limit.burst)")
 		}
 	}
 	c.models(cfg)
