@@ -5,7 +5,6 @@ import (
 	"strings"
 
 	"github.com/chutes-proxy/chutes-proxy/internal/chutes"
-	"github.com/chutes-proxy/chutes-proxy/internal/config"
 	"github.com/chutes-proxy/chutes-proxy/internal/diagnose"
 )
 
@@ -30,8 +29,7 @@ func (r *runner) checkAccount(ctx context.Context) Result {
 	switch a.KeyState {
 	case chutes.KeyRejected:
 		r.account = "key rejected"
-		env := diagnose.Env{KeyPrefix: config.Redact(key), KeyLooksWrong: !strings.HasPrefix(key, "cpk_")}
-		return fail(CheckAccount, "%s", diagnose.InvalidKey(a.Error, env).Message)
+		return fail(CheckAccount, "%s", diagnose.InvalidKey(a.Error, r.env()).Message)
 	case chutes.KeyUnknown:
 		next := "run chutes-proxy doctor --live to prove it with one request"
 		if r.addrs == nil {

@@ -1,7 +1,6 @@
 package doctor
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -224,25 +223,19 @@ func (r *runner) checkListen(ctx context.Context) Result {
 	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
 		host = "127.0.0.1"
 	}
-	probe := net.JoinHostPort(host, port)
-	fix := fmt.Sprintf("stop that program, or give chutes-proxy another port: listen = %q in proxy.toml, or chutes-proxy serve --listen %s (then point your apps there)",
-		net.JoinHostPort(host, nextPort(port)), net.JoinHostPort(host, nextPort(port)))
+	next := net.JoinHostPort(host, nextPort(port))
+	fix := fmt.Sprintf("stop that program, or give chutes-proxy another port: listen = %q in proxy.toml, or chutes-proxy serve --listen %s (then point your apps there)", next, next)
 
-	// Ask over a bare connection rather than an http.Client: whatever holds
-	// the port may not speak HTTP at all.
-	var d net.Dialer
-	conn, derr := d.DialContext(ctx, "tcp", probe)
-	if derr != nil {
+	// Ask whatever holds the port for chutes-proxy's /healthz, directly
+	// (no proxy from the environment); it may not speak HTTP at all.
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(host, port)+"/healthz", nil)
+	resp, herr := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
+	var op *net.OpError
+	switch {
+	case errors.As(herr, &op) && op.Op == "dial":
 		// Nothing answers there: the listen error is about the address.
 		return fail(CheckListen, "cannot listen on %s: %v; use a local address such as \"127.0.0.1:8787\"", addr, unwrapOp(err))
-	}
-	defer conn.Close()
-	if dl, has := ctx.Deadline(); has {
-		_ = conn.SetDeadline(dl)
-	}
-	_, _ = fmt.Fprintf(conn, "GET /healthz HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", probe)
-	resp, herr := http.ReadResponse(bufio.NewReader(conn), nil)
-	if herr != nil {
+	case herr != nil:
 		return fail(CheckListen, "%s is in use by another program (it does not answer like chutes-proxy): %s", addr, fix)
 	}
 	defer resp.Body.Close()

@@ -199,8 +199,8 @@ func (r *runner) checkTCP() Result {
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return fail(CheckTCP, "%s refused the connection: nothing accepts connections on port %s there; check base_url's port, or a firewall that rejects it", hp, r.target.port)
 	case failover.IsTimeout(err):
-		return fail(CheckTCP, "no answer from %s within %s: a firewall, proxy or VPN blocks the connection, or the network is down (%s is %s)",
-			hp, r.connectTimeout(), "upstream.connect_timeout", r.cfg.Upstream.ConnectTimeout.D())
+		return fail(CheckTCP, "no answer from %s within %s: a firewall, proxy or VPN blocks the connection, or the network is down (upstream.connect_timeout is %s)",
+			hp, r.connectTimeout(), r.cfg.Upstream.ConnectTimeout.D())
 	case errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.EHOSTUNREACH):
 		return fail(CheckTCP, "no route to %s: check the network connection or VPN", hp)
 	}

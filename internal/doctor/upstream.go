@@ -42,13 +42,24 @@ func (r *runner) checkModels() Result {
 	return fail(CheckModels, "GET %s failed: %s", p.URL, p.Error)
 }
 
+// env is what diagnose needs to explain an answer to the configured key.
+func (r *runner) env() diagnose.Env {
+	key := r.cfg.Upstream.APIKey.Reveal()
+	return diagnose.Env{
+		BaseURL:       r.target.base,
+		KeyPrefix:     config.Redact(key),
+		KeyLooksWrong: !strings.HasPrefix(key, "cpk_"),
+		Known:         func() []string { return r.known },
+		Account:       func() string { return r.account },
+	}
+}
+
 // checkLive sends one minimal completion to the first configured model,
 // with the configured key: what no other check can prove (key, balance and
 // model together). It costs one request of the daily quota.
 func (r *runner) checkLive(ctx context.Context) Result {
 	cfg := r.cfg
 	key := cfg.Upstream.APIKey.Reveal()
-	const costs = "it counted as 1 request against your daily quota"
 	switch {
 	case len(cfg.Models) == 0:
 		return warn(CheckLive, "not sent: no [[models]] configured to send it to; add one to proxy.toml")
@@ -85,13 +96,7 @@ func (r *runner) checkLive(ctx context.Context) Result {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	took := human.Duration(time.Since(start))
 
-	env := diagnose.Env{
-		BaseURL:       r.target.base,
-		KeyPrefix:     config.Redact(key),
-		KeyLooksWrong: !strings.HasPrefix(key, "cpk_"),
-		Known:         func() []string { return r.known },
-		Account:       func() string { return r.account },
-	}
+	env := r.env()
 	ue := &failover.UpstreamError{Status: resp.StatusCode, Body: body, ContentType: resp.Header.Get("Content-Type")}
 	switch code := resp.StatusCode; {
 	case code == http.StatusOK:
@@ -105,10 +110,10 @@ func (r *runner) checkLive(ctx context.Context) Result {
 			}
 			return fail(CheckLive, "%s", diagnose.WrongURL(r.target.base, seen).Message)
 		}
-		return ok(CheckLive, "%s answered a 1-token completion in %s: key, balance and model work end to end (%s)", model, took, costs)
+		return ok(CheckLive, "%s answered a 1-token completion in %s: key, balance and model work end to end (it counted as 1 request against your daily quota)", model, took)
 	case code == http.StatusUnauthorized || code == http.StatusForbidden:
 		return fail(CheckLive, "%s", diagnose.InvalidKey(ue.Reason(), env).Message)
-	case code == http.StatusNotFound && r.known != nil && slices.Contains(r.known, model):
+	case code == http.StatusNotFound && slices.Contains(r.known, model):
 		return warn(CheckLive, "%s is listed but answered 404 (%s): no instance of it is running right now (Chutes' side); the fallbacks take over when the proxy runs", model, ue.Reason())
 	case code == http.StatusNotFound:
 		return fail(CheckLive, "%s", diagnose.ModelNotFound(model, env).Message)
