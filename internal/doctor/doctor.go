@@ -16,6 +16,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/chutes-proxy/chutes-proxy/internal/chutes"
@@ -141,6 +142,9 @@ const (
 )
 
 func (o Options) withDefaults() Options {
+	if o.Load.Getenv == nil {
+		o.Load.Getenv = os.Getenv
+	}
 	if o.System == nil {
 		o.System = net.DefaultResolver
 	}

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,13 +18,6 @@ import (
 )
 
 // The checks that need no network, and the listen port.
-
-func (r *runner) getenv(k string) string {
-	if r.o.Load.Getenv != nil {
-		return r.o.Load.Getenv(k)
-	}
-	return os.Getenv(k)
-}
 
 // checkConfig loads the config as serve would. On success r.cfg is set.
 func (r *runner) checkConfig() Result {
@@ -68,14 +60,6 @@ func keyNote(note string) bool {
 	return strings.HasPrefix(note, "upstream.api_key") || strings.Contains(note, config.EnvAPIKey)
 }
 
-// keySource says where the key came from.
-func (r *runner) keySource() string {
-	if r.getenv(config.EnvAPIKey) != "" {
-		return "env " + config.EnvAPIKey
-	}
-	return r.cfg.SourceName()
-}
-
 // checkKey looks at the key without sending it anywhere: present, cpk_,
 // nothing pasted around it.
 func (r *runner) checkKey() Result {
@@ -97,9 +81,13 @@ func (r *runner) checkKey() Result {
 		return warn(CheckKey, "no Chutes key configured%s: chutes-proxy forwards each app's own key, so put your cpk_ key in the app's API key field; "+
 			"to set one for every app instead, put it in proxy.toml as [upstream] api_key = \"cpk_...\" or in the environment variable %s", why, config.EnvAPIKey)
 	}
-	shown := fmt.Sprintf("%s (from %s)", config.Redact(key), r.keySource())
+	from := cfg.SourceName()
+	if r.o.Load.Getenv(config.EnvAPIKey) != "" {
+		from = "env " + config.EnvAPIKey
+	}
+	shown := fmt.Sprintf("%s (from %s)", config.Redact(key), from)
 	if !strings.HasPrefix(key, "cpk_") {
-		if r.isChutes() {
+		if u, err := url.Parse(cfg.Upstream.BaseURL); err == nil && isChutesHost(u.Hostname()) {
 			return fail(CheckKey, "%s does not start with cpk_, so it is not a Chutes API key (another provider's key, or a password?): "+
 				"create one on the Chutes dashboard (chutes.ai, API keys) and paste it whole", shown)
 		}
@@ -116,18 +104,12 @@ func (r *runner) checkKey() Result {
 	return ok(CheckKey, "%s starts with cpk_, no white space or quotes around it", shown)
 }
 
-// isChutes reports whether base_url points at Chutes itself.
-func (r *runner) isChutes() bool {
-	u, err := url.Parse(r.cfg.Upstream.BaseURL)
-	return err == nil && isChutesHost(u.Hostname())
-}
-
 // checkBaseURL compares base_url with Chutes' current API and names known
 // wrong forms. It also sets r.target for the network checks.
 func (r *runner) checkBaseURL() Result {
 	base := r.cfg.Upstream.BaseURL
 	from := ""
-	if r.getenv(config.EnvUpstream) != "" {
+	if r.o.Load.Getenv(config.EnvUpstream) != "" {
 		from = " (from env " + config.EnvUpstream + ")"
 	}
 	u, err := url.Parse(base)

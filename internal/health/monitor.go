@@ -24,12 +24,12 @@ import (
 	"github.com/chutes-proxy/chutes-proxy/internal/quota"
 )
 
-// Window is the span of the per-model statistics (success rate, latency
+// window is the span of the per-model statistics (success rate, latency
 // percentiles, recent requests).
-const Window = 5 * time.Minute
+const window = 5 * time.Minute
 
 // ringSize bounds the samples kept per model: at more than ringSize attempts
-// per Window the statistics cover the last ringSize attempts instead, which
+// per window the statistics cover the last ringSize attempts instead, which
 // is still a fair picture and keeps the hot path allocation-free.
 const ringSize = 512
 
@@ -232,9 +232,9 @@ func (m *Monitor) Walked(res failover.Result, _ error) {
 	}
 }
 
-// report fills ms's statistics over Window.
+// report fills ms's statistics over window.
 func (s *modelStats) report(ms *ModelStatus, now time.Time) {
-	cut := now.Add(-Window).UnixNano()
+	cut := now.Add(-window).UnixNano()
 	var served int
 	lat := make([]uint32, 0, 64)
 	s.mu.Lock()
@@ -374,15 +374,11 @@ func (m *Monitor) AccountSummary() string {
 	if !checked {
 		return ""
 	}
-	return a.Summary(m.ownCount(), time.Now())
-}
-
-// ownCount is the proxy's own count today, 0 without a Counter.
-func (m *Monitor) ownCount() int {
-	if m.quota == nil {
-		return 0
+	own := 0
+	if m.quota != nil {
+		own = m.quota.Today()
 	}
-	return m.quota.Today()
+	return a.Summary(own, time.Now())
 }
 
 // maxBackoff is the longest wait between probes while the upstream is

@@ -259,7 +259,7 @@ func accountStatus(a chutes.Account, own int, now time.Time) *AccountStatus {
 // modelStatus reads one model's breaker, limiter, listing and statistics.
 func (m *Monitor) modelStatus(fm *failover.Model, now time.Time) ModelStatus {
 	id := fm.ID
-	ms := ModelStatus{ID: id, State: fm.State().String(), WindowS: int(Window.Seconds())}
+	ms := ModelStatus{ID: id, State: fm.State().String(), WindowS: int(window.Seconds())}
 	lim := fm.Limits()
 	ms.RequestsPerMinute = lim.RequestsPerMinute
 	if t := fm.Tokens(); !math.IsInf(t, 0) && !math.IsNaN(t) && lim.RequestsPerMinute > 0 {
