@@ -21,35 +21,29 @@ const pageCSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsa
 // proxy.Options.Pages. None of them shows the key beyond its redacted
 // prefix.
 func (m *Monitor) Handler(r Router) http.Handler {
-	metrics := m.metrics.handler(m, r)
-	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if req.Method != http.MethodGet && req.Method != http.MethodHead {
-			w.Header().Set("Allow", "GET, HEAD")
-			http.Error(w, "method not allowed: use GET", http.StatusMethodNotAllowed)
+	// The mux answers other methods with 405 and an Allow header.
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		h := w.Header()
+		h.Set("Content-Type", "text/html; charset=utf-8")
+		h.Set("Content-Security-Policy", pageCSP)
+		h.Set("Referrer-Policy", "no-referrer")
+		_, _ = w.Write(page)
+	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+		b, err := json.MarshalIndent(m.status(r), "", "  ")
+		if err != nil {
+			http.Error(w, "status: "+err.Error(), http.StatusInternalServerError)
 			return
 		}
-		h := w.Header()
-		h.Set("Cache-Control", "no-store")
-		h.Set("X-Content-Type-Options", "nosniff")
-		switch req.URL.Path {
-		case "/":
-			h.Set("Content-Type", "text/html; charset=utf-8")
-			h.Set("Content-Security-Policy", pageCSP)
-			h.Set("Referrer-Policy", "no-referrer")
-			_, _ = w.Write(page)
-		case "/status":
-			b, err := json.MarshalIndent(m.status(r), "", "  ")
-			if err != nil {
-				http.Error(w, "status: "+err.Error(), http.StatusInternalServerError)
-				return
-			}
-			h.Set("Content-Type", "application/json")
-			_, _ = w.Write(append(b, '\n'))
-		case "/metrics":
-			metrics.ServeHTTP(w, req)
-		default:
-			http.NotFound(w, req)
-		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(append(b, '\n'))
+	})
+	mux.Handle("GET /metrics", m.metrics.handler(m, r))
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		mux.ServeHTTP(w, req)
 	})
 }
 
