@@ -201,10 +201,12 @@ func unknown(table, name string, lines map[string][]string) string {
 		return fmt.Sprintf("unknown %s; did you mean %s (under [%s])?", at, to, strings.Split(to, ".")[0])
 	case closest(name, here) != "":
 		return fmt.Sprintf("unknown %s; did you mean %q?", at, closest(name, here))
-	case table == "":
-		return fmt.Sprintf("unknown %s; the keys at the top level are %s", at, strings.Join(here, ", "))
 	}
-	return fmt.Sprintf("unknown %s; the keys here are %s", at, strings.Join(here, ", "))
+	where := "at the top level"
+	if table != "" {
+		where = "under [" + strings.TrimSuffix(table, "[]") + "]"
+	}
+	return fmt.Sprintf("unknown %s; the keys %s are %s", at, where, strings.Join(here, ", "))
 }
 
 // keyPaths lists Config's keys, tables included, in declaration order,
@@ -227,21 +229,18 @@ func tomlPaths(prefix string, t reflect.Type) (ps []string) {
 }
 
 // keys returns t's fields that have a TOML key, in declaration order.
-func keys(t reflect.Type) []reflect.StructField {
-	var fs []reflect.StructField
+func keys(t reflect.Type) (fs []reflect.StructField) {
 	for i := range t.NumField() {
-		if f := t.Field(i); keyName(f) != "" {
-			fs = append(fs, f)
+		if name := keyName(t.Field(i)); name != "" && name != "-" {
+			fs = append(fs, t.Field(i))
 		}
 	}
 	return fs
 }
 
 func keyName(f reflect.StructField) string {
-	if name, _, _ := strings.Cut(f.Tag.Get("toml"), ","); name != "-" {
-		return name
-	}
-	return ""
+	name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+	return name
 }
 
 // closest returns the candidate nearest to s by edit distance, or "" if
@@ -252,9 +251,6 @@ func closest(s string, candidates []string) string {
 	}
 	best, bestD := "", 0
 	for _, c := range candidates {
-		if len(c) > 64 {
-			continue
-		}
 		d := fuzzy.Distance(strings.ToLower(s), strings.ToLower(c))
 		if limit := max(2, len(c)/3); d <= limit && (best == "" || d < bestD) {
 			best, bestD = c, d

@@ -23,14 +23,10 @@ import (
 // Environment variables Load reads (through Options.Getenv). An empty value
 // does not override.
 const (
-	// EnvConfig names the config file when --config is not given.
-	EnvConfig = "CHUTES_PROXY_CONFIG"
-	// EnvAPIKey sets upstream.api_key.
-	EnvAPIKey = "CHUTES_API_KEY"
-	// EnvListen sets listen.
-	EnvListen = "CHUTES_PROXY_LISTEN"
-	// EnvUpstream sets upstream.base_url.
-	EnvUpstream = "CHUTES_PROXY_UPSTREAM"
+	EnvConfig   = "CHUTES_PROXY_CONFIG"   // the config file when --config is not given
+	EnvAPIKey   = "CHUTES_API_KEY"        // sets upstream.api_key
+	EnvListen   = "CHUTES_PROXY_LISTEN"   // sets listen
+	EnvUpstream = "CHUTES_PROXY_UPSTREAM" // sets upstream.base_url
 )
 
 // embeddedName is how messages name the defaults compiled into the binary.
@@ -40,10 +36,8 @@ const embeddedName = "(embedded proxy.toml)"
 // value reads ./proxy.toml (or the embedded defaults) and the process
 // environment.
 type Options struct {
-	// File is the --config flag; "" means not given.
-	File string
-	// Listen is the --listen flag; "" means not given.
-	Listen string
+	File   string // the --config flag; "" means not given
+	Listen string // the --listen flag; "" means not given
 	// Getenv reads the environment; nil means os.Getenv. Tests pass their own
 	// so that they never depend on the real environment.
 	Getenv func(string) string
@@ -54,14 +48,12 @@ type Options struct {
 
 // Load finds the config in the contract's order — Options.File,
 // $CHUTES_PROXY_CONFIG, ./proxy.toml in Options.Dir, else the embedded
-// defaults — and has koanf layer it: the embedded defaults, the file, the
-// environment, the flags. The result is decoded strictly and validated.
-//
-// The embedded defaults come first so that every key a file leaves out
-// keeps its documented value; the one exception is [[models]]: a user file's
-// tables replace the embedded ones entirely (a file without any means no
-// model has settings), because merging lists of models would resurrect
-// models the user deleted.
+// defaults — and has koanf layer the embedded defaults, the file, the
+// environment and the flags, then decodes the result strictly and
+// validates it. The defaults come first so that a key the file leaves out
+// keeps its documented value, except [[models]]: a file's tables replace
+// the embedded ones (none means no model has settings), since merging them
+// would resurrect models the user deleted.
 //
 // A file named by the flag or the environment that does not exist is an
 // error (wrapping fs.ErrNotExist), not a reason to fall back: the user asked
@@ -138,11 +130,11 @@ func find(opts Options, getenv func(string) string) (string, []byte, error) {
 		p, via = getenv(EnvConfig), "$"+EnvConfig
 	}
 	if p == "" {
-		b, err := os.ReadFile(filepath.Join(opts.Dir, "proxy.toml"))
-		if errors.Is(err, fs.ErrNotExist) {
-			return "", chutesproxy.DefaultConfig, nil
+		p = filepath.Join(opts.Dir, "proxy.toml")
+		if b, err := os.ReadFile(p); !errors.Is(err, fs.ErrNotExist) {
+			return p, b, err
 		}
-		return filepath.Join(opts.Dir, "proxy.toml"), b, err
+		return "", chutesproxy.DefaultConfig, nil
 	}
 	if !filepath.IsAbs(p) && opts.Dir != "" {
 		p = filepath.Join(opts.Dir, p)
@@ -161,16 +153,15 @@ func find(opts Options, getenv func(string) string) (string, []byte, error) {
 func trimKey(name, from string, s Secret, notes *[]string) Secret {
 	raw := s.Reveal()
 	t := strings.TrimFunc(raw, isKeyJunk)
-	if t == raw {
-		return s
-	}
 	what := "white space"
 	if strings.ContainsAny(strings.Replace(raw, t, "", 1), `"'`) { // what is around t
-		what = "white space or quotes"
+		what += " or quotes"
 	}
-	if t == "" {
+	switch {
+	case t == raw:
+	case t == "":
 		*notes = append(*notes, fmt.Sprintf("%s (from %s) held only %s; treated as not set", name, from, what))
-	} else {
+	default:
 		*notes = append(*notes, fmt.Sprintf("%s (from %s) had %s around it; trimmed: %s", name, from, what, Redact(t)))
 	}
 	return Secret(t)

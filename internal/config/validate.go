@@ -52,13 +52,15 @@ func (ps Problems) Error() string {
 }
 
 // finish joins the problems decoding found with those validation found,
-// drops a validation problem about a key that already failed to decode (its
-// zero value would only repeat the complaint), and names the [[models]]
-// table a problem is in by its id, since counting tables is error-prone.
+// drops a validation problem about a key that failed to decode or lies
+// inside or around one (its zero value would only repeat the complaint),
+// and names the [[models]] table a problem is in by its id, since counting
+// tables is error-prone.
 func finish(cfg *Config, found, checked Problems) Problems {
+	inside := func(x, y string) bool { return strings.HasPrefix(x, y+".") || strings.HasPrefix(x, y+"[") }
 	all := found
 	for _, c := range checked {
-		if !slices.ContainsFunc(found, func(f Problem) bool { return related(f.Key, c.Key) }) {
+		if !slices.ContainsFunc(found, func(f Problem) bool { return f.Key == c.Key || inside(f.Key, c.Key) || inside(c.Key, f.Key) }) {
 			all = append(all, c)
 		}
 	}
@@ -72,15 +74,6 @@ func finish(cfg *Config, found, checked Problems) Problems {
 		}
 	}
 	return all
-}
-
-// related reports whether a and b are the same key or one lies inside the
-// other.
-func related(a, b string) bool {
-	inside := func(x, y string) bool {
-		return strings.HasPrefix(x, y) && len(x) > len(y) && (x[len(y)] == '.' || x[len(y)] == '[')
-	}
-	return a == b || inside(a, b) || inside(b, a)
 }
 
 // checker collects the problems validate finds.
@@ -130,27 +123,19 @@ func (c *checker) ranges(prefix string, v reflect.Value) {
 			// has, which the upstream would reject without saying why.
 			c.add(key, "has white space, quotes or control characters inside it; copy the key again")
 		case check != "":
-			if msg := outOfRange(check, fv); msg != "" {
-				c.add(key, "%s", msg)
+			x, got := fv.Convert(reflect.TypeFor[float64]()).Float(), fmt.Sprint(fv.Interface())
+			switch {
+			case math.IsNaN(x) || math.IsInf(x, 0):
+				c.add(key, "must be a finite number; got %s", got)
+			case check == "positive" && x <= 0:
+				c.add(key, "must be more than 0 (it has no \"off\"); got %s", got)
+			case check == "min1" && x < 1:
+				c.add(key, "must be at least 1; got %s", got)
+			case x < 0:
+				c.add(key, "must not be negative; got %s", got)
 			}
 		}
 	}
-}
-
-// outOfRange says how the number v breaks its check tag, or "".
-func outOfRange(check string, v reflect.Value) string {
-	x, got := v.Convert(reflect.TypeFor[float64]()).Float(), fmt.Sprint(v.Interface())
-	switch {
-	case math.IsNaN(x) || math.IsInf(x, 0):
-		return "must be a finite number; got " + got
-	case check == "positive" && x <= 0:
-		return `must be more than 0 (it has no "off"); got ` + got
-	case check == "min1" && x < 1:
-		return "must be at least 1; got " + got
-	case x < 0:
-		return "must not be negative; got " + got
-	}
-	return ""
 }
 
 // validate checks what decoding cannot: ranges, addresses, URLs, and how
@@ -277,14 +262,13 @@ func (c *checker) models(cfg *Config) {
 // means every interface. It returns what is wrong, or "".
 func hostPort(s string, emptyHost bool) string {
 	host, port, err := net.SplitHostPort(s)
-	if err != nil {
+	n, nerr := strconv.Atoi(port)
+	switch {
+	case err != nil:
 		return fmt.Sprintf("%q is not host:port", s)
-	}
-	if host == "" && !emptyHost {
+	case host == "" && !emptyHost:
 		return fmt.Sprintf("%q has no host", s)
-	}
-	n, err := strconv.Atoi(port)
-	if err != nil || n < 0 || n > 65535 || (n == 0 && !emptyHost) {
+	case nerr != nil || n < 0 || n > 65535 || (n == 0 && !emptyHost):
 		return fmt.Sprintf("%q has no valid port number", s)
 	}
 	return ""
@@ -308,16 +292,13 @@ func httpURL(s string) string {
 }
 
 // corsOrigin checks a CORS origin, which browsers send as exactly
-// scheme://host[:port]: anything more never matches.
+// scheme://host[:port]: anything more, even a trailing /, never matches.
 func corsOrigin(s string) string {
-	u, err := url.Parse(s)
-	switch {
+	switch u, err := url.Parse(s); {
 	case err != nil || u.Scheme == "" || u.Host == "" || u.Opaque != "":
 		return fmt.Sprintf("%q is not an origin; write scheme://host[:port], e.g. \"https://janitorai.com\"", s)
-	case u.Path == "/":
-		return fmt.Sprintf("%q has a trailing /, which a browser's Origin never has; write %q", s, strings.TrimSuffix(s, "/"))
-	case u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil || strings.HasSuffix(s, "?") || strings.HasSuffix(s, "#"):
-		return fmt.Sprintf("%q is not an origin, which is only scheme://host[:port]; write %q", s, u.Scheme+"://"+u.Host)
+	case u.Scheme+"://"+u.Host != s:
+		return fmt.Sprintf("%q is not an origin, which is only scheme://host[:port] with no path, not even /; write %q", s, u.Scheme+"://"+u.Host)
 	}
 	return ""
 }

@@ -99,7 +99,7 @@ func TestLoadProblems(t *testing.T) {
 		{name: "listen without host", file: `listen = "8787"`, want: "FILE:listen: ", msg: "not host:port"},
 		{name: "listen with a bad port", file: `listen = "127.0.0.1:http"`, want: "FILE:listen: ", msg: "port"},
 		{name: "cors origin without scheme", file: "[compat]\ncors_origins = [\"janitorai.com\"]", want: "FILE:compat.cors_origins: ", msg: "scheme://host"},
-		{name: "cors origin with a path", file: "[compat]\ncors_origins = [\"https://janitorai.com/\"]", want: "FILE:compat.cors_origins: ", msg: "trailing /"},
+		{name: "cors origin with a path", file: "[compat]\ncors_origins = [\"https://janitorai.com/\"]", want: "FILE:compat.cors_origins: ", msg: `write "https://janitorai.com"`},
 		{name: "allowed host is a URL", file: `allowed_hosts = ["https://t.example.com"]`, want: "FILE:allowed_hosts: "},
 		{name: "public listen without proxy_key", file: `listen = "0.0.0.0:8787"`, want: "FILE:listen: ", msg: "proxy_key must be set"},
 		{name: "key with a space inside", file: "[upstream]\napi_key = \"cpk_abc def\"", want: "FILE:upstream.api_key: ", msg: "inside it"},
