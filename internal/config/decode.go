@@ -26,7 +26,7 @@ func decode(k *koanf.Koanf, cfg *Config, file []byte, from func(string) string) 
 	dc := &mapstructure.DecoderConfig{
 		// Not WeaklyTypedInput: "32" where a number goes is a mistake to
 		// report, not to guess at.
-		DecodeHook:  checkType,
+		DecodeHook:  mapstructure.ComposeDecodeHookFunc(checkType, mapstructure.TextUnmarshallerHookFunc()),
 		ErrorUnused: true,
 		// TOML keys are case sensitive; mapstructure's default is not.
 		MatchName: func(mapKey, fieldName string) bool { return mapKey == fieldName },
@@ -67,20 +67,15 @@ var wants = map[reflect.Kind]string{reflect.Int: "a whole number", reflect.Float
 	reflect.String: "a quoted string", reflect.Bool: "true or false", reflect.Struct: "a table",
 	reflect.Slice: `a list of strings such as ["a", "b"]`}
 
-// checkType lets through only what TOML writes for each key, with two
-// conversions: a Duration from a quoted Go duration (a bare 30 would be 30
-// nanoseconds), and a whole number written as 2.0.
+// checkType lets through only what TOML writes for each key: a Duration
+// only as a quoted Go duration (a bare 30 would be 30 nanoseconds), a whole
+// number also as 2.0.
 func checkType(from, to reflect.Value) (any, error) {
 	v, t := from.Interface(), to.Type()
 	want, ok := wants[t.Kind()], from.Kind() == t.Kind()
 	switch f, isFloat := v.(float64); {
-	case t == reflect.TypeFor[Duration]():
-		if s, isString := v.(string); isString {
-			var d Duration
-			err := d.UnmarshalText([]byte(s))
-			return d, err
-		}
-		want, ok = `a quoted duration such as "30s"`, false
+	case t == reflect.TypeFor[Duration](): // TextUnmarshallerHookFunc parses it
+		want, ok = `a quoted duration such as "30s"`, from.Kind() == reflect.String
 	case t.Kind() == reflect.Int && isFloat && f == math.Trunc(f) && math.Abs(f) < math.MaxInt64:
 		return int64(f), nil
 	case t.Kind() == reflect.Int:
@@ -94,27 +89,24 @@ func checkType(from, to reflect.Value) (any, error) {
 	case want == "":
 		return v, nil // a pointer: checked as what it points to
 	}
-	if !ok {
-		return nil, fmt.Errorf("want %s, got %s", want, describe(v))
+	if ok {
+		return v, nil
 	}
-	return v, nil
-}
-
-// describe shows a parsed TOML value as the user wrote it, roughly, so that
-// they can find it; long strings are not shown, since they may be keys.
-func describe(v any) string {
+	// Show the value as the user wrote it, roughly, so that they can find
+	// it; not a long string, which may be a key.
+	got := fmt.Sprint(v) // numbers, true and false, dates and times
 	switch v := v.(type) {
 	case string:
+		got = strconv.Quote(v)
 		if len(v) > 40 {
-			return "a long string"
+			got = "a long string"
 		}
-		return strconv.Quote(v)
 	case []any:
-		return "an array"
+		got = "an array"
 	case map[string]any:
-		return "a table"
+		got = "a table"
 	}
-	return fmt.Sprint(v) // numbers, true and false, dates and times
+	return nil, fmt.Errorf("want %s, got %s", want, got)
 }
 
 // unknownLines decodes the file strictly into the shape of Config to learn

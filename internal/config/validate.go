@@ -160,8 +160,13 @@ func validate(cfg *Config, from func(string) string) Problems {
 		}
 	}
 	for _, o := range cfg.Compat.CORSOrigins {
-		if msg := corsOrigin(o); msg != "" {
-			c.add("compat.cors_origins", "%s", msg)
+		// Browsers send an origin as exactly scheme://host[:port]: anything
+		// more, even a trailing /, never matches.
+		switch u, err := url.Parse(o); {
+		case err != nil || u.Scheme == "" || u.Host == "" || u.Opaque != "":
+			c.add("compat.cors_origins", "%q is not an origin; write scheme://host[:port], e.g. \"https://janitorai.com\"", o)
+		case u.Scheme+"://"+u.Host != o:
+			c.add("compat.cors_origins", "%q is not an origin, which is only scheme://host[:port] with no path, not even /; write %q", o, u.Scheme+"://"+u.Host)
 		}
 	}
 
@@ -287,18 +292,6 @@ func httpURL(s string) string {
 		return fmt.Sprintf("%q has no host", s)
 	case u.RawQuery != "" || u.Fragment != "" || u.User != nil:
 		return fmt.Sprintf("%q must not have a query, fragment or user name", s)
-	}
-	return ""
-}
-
-// corsOrigin checks a CORS origin, which browsers send as exactly
-// scheme://host[:port]: anything more, even a trailing /, never matches.
-func corsOrigin(s string) string {
-	switch u, err := url.Parse(s); {
-	case err != nil || u.Scheme == "" || u.Host == "" || u.Opaque != "":
-		return fmt.Sprintf("%q is not an origin; write scheme://host[:port], e.g. \"https://janitorai.com\"", s)
-	case u.Scheme+"://"+u.Host != s:
-		return fmt.Sprintf("%q is not an origin, which is only scheme://host[:port] with no path, not even /; write %q", s, u.Scheme+"://"+u.Host)
 	}
 	return ""
 }
