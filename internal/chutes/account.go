@@ -205,19 +205,16 @@ func get(ctx context.Context, client *http.Client, base, path, key string) (x an
 	start := time.Now()
 	defer func() { x.took = time.Since(start) }()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
-	if err != nil {
-		x.err = err
+	if x.err = err; err != nil {
 		return x
 	}
 	req.Header.Set("Authorization", "Bearer "+key)
 	req.Header.Set("Accept", "application/json")
 	resp, err := client.Do(req)
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		err = ue.Err // both calls fail alike when the host does; the URL is said once
-	}
-	if err != nil {
-		x.err = err
+	if x.err = err; err != nil {
+		if ue, ok := errors.AsType[*url.Error](err); ok {
+			x.err = ue.Err // both calls fail alike when the host does; the URL is said once
+		}
 		return x
 	}
 	defer resp.Body.Close()

@@ -1,6 +1,7 @@
 package chutes
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -189,11 +190,7 @@ func (t *tracer) trace() *httptrace.ClientTrace {
 // same resolver, proxy and TLS settings, a new connection for the probe.
 func fresh(client *http.Client) (*http.Client, func()) {
 	c := *client
-	rt := c.Transport
-	if rt == nil {
-		rt = http.DefaultTransport
-	}
-	t, ok := rt.(*http.Transport)
+	t, ok := cmp.Or(c.Transport, http.DefaultTransport).(*http.Transport)
 	if !ok {
 		return &c, func() {}
 	}

@@ -155,8 +155,7 @@ func (o Options) withDefaults() Options {
 		o.PublicDNS = []string{"1.1.1.1:53", "8.8.8.8:53"}
 	}
 	if o.Dial == nil {
-		d := &net.Dialer{}
-		o.Dial = d.DialContext
+		o.Dial = (&net.Dialer{}).DialContext
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -173,8 +172,7 @@ func goResolver(addr string) Resolver {
 	return &net.Resolver{
 		PreferGo: true,
 		Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, network, addr)
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
 		},
 	}
 }

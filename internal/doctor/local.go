@@ -238,8 +238,7 @@ func nextPort(port string) string {
 // unwrapOp drops net.OpError's "listen tcp ADDR:" prefix, which the
 // message says already.
 func unwrapOp(err error) error {
-	var op *net.OpError
-	if errors.As(err, &op) && op.Err != nil {
+	if op, ok := errors.AsType[*net.OpError](err); ok && op.Err != nil {
 		return op.Err
 	}
 	return err

@@ -82,10 +82,8 @@ type Monitor struct {
 	models map[string]*modelStats
 
 	stateMu sync.Mutex
-	reach   Probe
-	probed  bool // reach holds a probe's result
-	account chutes.Account
-	checked bool // account holds a check's result
+	reach   Probe          // zero before the first probe
+	account chutes.Account // zero when no check ran
 
 	wake    chan struct{}
 	metrics *metrics
@@ -325,17 +323,16 @@ func (m *Monitor) ProbeNow(ctx context.Context, client *http.Client) Probe {
 	if !r.OK() {
 		p.Failures = prev.Failures + 1
 	}
-	if !r.OK() && (prev.Failures == 0 || !m.probed) {
+	if !r.OK() && (prev.Failures == 0 || prev.Checked.IsZero()) {
 		m.log.Warn("upstream unreachable", "upstream", cfg.Upstream.BaseURL, "step", r.FailedStep, "err", r.Error)
 	} else if r.OK() && prev.Failures > 0 {
 		m.log.Info("upstream reachable again", "upstream", cfg.Upstream.BaseURL, "latency_ms", r.LatencyMS)
 	}
-	m.reach, m.probed = p, true
+	m.reach = p
 	m.stateMu.Unlock()
 
 	var a chutes.Account
-	checked := key != "" && cfg.Upstream.AccountURL != ""
-	if checked {
+	if key != "" && cfg.Upstream.AccountURL != "" {
 		a = chutes.CheckAccount(ctx, client, cfg.Upstream.AccountURL, key)
 		if ctx.Err() != nil {
 			return p
@@ -346,13 +343,13 @@ func (m *Monitor) ProbeNow(ctx context.Context, client *http.Client) Probe {
 	if a.KeyState == chutes.KeyRejected && m.account.KeyState != chutes.KeyRejected {
 		m.log.Error("Chutes rejected the configured API key", "key", cfg.Upstream.APIKey, "status", a.Status, "reason", a.Error)
 	}
-	if a.KeyState == chutes.KeyUnknown && m.checked {
+	if a.KeyState == chutes.KeyUnknown && !m.account.CheckedAt.IsZero() {
 		// Keep the last numbers known; say the check failed.
 		old := m.account
 		old.Error, old.CheckedAt, old.Status = a.Error, a.CheckedAt, a.Status
 		a = old
 	}
-	m.account, m.checked = a, checked
+	m.account = a
 	return p
 }
 
@@ -361,7 +358,7 @@ func (m *Monitor) ProbeNow(ctx context.Context, client *http.Client) Probe {
 func (m *Monitor) state() (p Probe, probed bool, a chutes.Account, checked bool) {
 	m.stateMu.Lock()
 	defer m.stateMu.Unlock()
-	return m.reach, m.probed, m.account, m.checked
+	return m.reach, !m.reach.Checked.IsZero(), m.account, !m.account.CheckedAt.IsZero()
 }
 
 // AccountSummary describes the account for the payment_required

@@ -183,9 +183,7 @@ func (m *Monitor) status(r Router) Status {
 	s.Upstream = UpstreamStatus{BaseURL: cfg.Upstream.BaseURL, ProbeIntervalS: cfg.Health.ProbeInterval.D().Seconds()}
 	p, probed, a, checked := m.state()
 	if probed {
-		s.Upstream.Probe = &p
-		up := p.OK()
-		s.Upstream.Reachable = &up
+		s.Upstream.Probe, s.Upstream.Reachable = &p, new(p.OK())
 	}
 
 	// Key and account.
@@ -196,11 +194,10 @@ func (m *Monitor) status(r Router) Status {
 		snap := m.quota.Snapshot()
 		s.Quota = &snap
 		own = snap.Count
-		if snap.Warning != "" {
-			s.Warnings = append(s.Warnings, snap.Warning)
-		}
-		if snap.Problem != "" {
-			s.Warnings = append(s.Warnings, snap.Problem)
+		for _, w := range []string{snap.Warning, snap.Problem} {
+			if w != "" {
+				s.Warnings = append(s.Warnings, w)
+			}
 		}
 	}
 	switch {
