@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"time"
 )
@@ -122,22 +123,17 @@ type Limits struct {
 // LimitsFor returns the settings for model id: its [[models]] overrides over
 // the defaults. A model with no table gets the defaults.
 func (c *Config) LimitsFor(id string) Limits {
-	l := Limits{
-		RequestsPerMinute: c.RateLimit.RequestsPerMinute,
-		Burst:             c.RateLimit.Burst,
+	var m Model
+	if i := slices.IndexFunc(c.Models, func(m Model) bool { return m.ID == id }); i >= 0 {
+		m = c.Models[i]
+	}
+	return Limits{
+		RequestsPerMinute: or(m.RequestsPerMinute, c.RateLimit.RequestsPerMinute),
+		Burst:             or(m.Burst, c.RateLimit.Burst),
 		MaxWait:           c.RateLimit.MaxWait.D(),
-		Failures:          c.Breaker.Failures,
-		Cooldown:          c.Breaker.Cooldown.D(),
+		Failures:          or(m.Failures, c.Breaker.Failures),
+		Cooldown:          or(m.Cooldown, c.Breaker.Cooldown).D(),
 	}
-	for _, m := range c.Models {
-		if m.ID == id {
-			l.RequestsPerMinute = or(m.RequestsPerMinute, l.RequestsPerMinute)
-			l.Burst = or(m.Burst, l.Burst)
-			l.Failures = or(m.Failures, l.Failures)
-			l.Cooldown = or(m.Cooldown, Duration(l.Cooldown)).D()
-		}
-	}
-	return l
 }
 
 // or returns *p, or def if p is nil: an override the table leaves out.
@@ -150,9 +146,7 @@ func or[T any](p *T, def T) T {
 
 // SourceName is the config's origin for messages: the file path, or
 // "(embedded proxy.toml)".
-func (c *Config) SourceName() string {
-	return cmp.Or(c.Source, embeddedName)
-}
+func (c *Config) SourceName() string { return cmp.Or(c.Source, embeddedName) }
 
 // Duration is a time.Duration written in Go syntax ("30s") in TOML.
 type Duration time.Duration

@@ -7,7 +7,6 @@ import (
 	"math"
 	"reflect"
 	"regexp"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -169,20 +168,17 @@ func unknown(table, name string, lines map[string][]string) string {
 		at, lines[bare] = l[0], l[1:]
 	}
 	table = indexRE.ReplaceAllString(table, "[]") // as in keyPaths
-	var elsewhere, here []string
+	var to string
+	var here []string
 	for _, p := range keyPaths {
 		i := strings.LastIndex(p, ".")
-		if p[i+1:] == name {
-			elsewhere = append(elsewhere, p)
+		if p[i+1:] == name && to == "" {
+			// The first: [[models]], whose keys copy some of [breaker]'s
+			// and [rate_limit]'s, comes last.
+			to = p
 		} else if p[:max(i, 0)] == table {
 			here = append(here, p[i+1:])
 		}
-	}
-	// Prefer a plain key over one inside [[models]], which has copies of the
-	// [breaker] and [rate_limit] keys.
-	to := ""
-	if len(elsewhere) > 0 {
-		to = elsewhere[max(0, slices.IndexFunc(elsewhere, func(p string) bool { return !strings.Contains(p, "[]") }))]
 	}
 	switch {
 	case to == name && table != "":

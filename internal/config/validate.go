@@ -112,11 +112,9 @@ func (c *checker) ranges(prefix string, v reflect.Value) {
 		case !fv.IsValid(): // an override the table leaves out
 		case fv.Kind() == reflect.Struct:
 			c.ranges(key, fv)
-		case fv.Kind() == reflect.Slice:
+		case fv.Kind() == reflect.Slice && fv.Type().Elem().Kind() == reflect.Struct:
 			for i := range fv.Len() {
-				if fv.Index(i).Kind() == reflect.Struct {
-					c.ranges(fmt.Sprintf("%s[%d]", key, i), fv.Index(i))
-				}
+				c.ranges(fmt.Sprintf("%s[%d]", key, i), fv.Index(i))
 			}
 		case fv.Type() == reflect.TypeFor[Secret]() && strings.ContainsFunc(fv.String(), isKeyJunk):
 			// What trimKey cannot fix: characters inside a key that no key

@@ -11,15 +11,13 @@ import (
 // every `every` (0 or less means 1s), until ctx is done. It runs in the
 // caller's goroutine and starts none.
 //
-// It polls rather than using inotify-style events because editors replace
-// files in many ways (write in place, write a temp file and rename it over,
-// delete and recreate, swap a symlink) and events follow the old inode. A
-// change is the content's hash changing, so a save without edits or a touch
-// does not fire. It reads the whole file each time rather than trusting
-// mtime and size, which file systems keep too coarsely to tell two quick
-// saves apart; a config file is small. A file that is missing for a moment
-// (between an editor's delete and create) is not a change: onChange fires
-// once it is back with different content.
+// It polls, because editors replace files in many ways (write in place,
+// rename a temp file over, delete and recreate, swap a symlink) and
+// inotify-style events follow the old inode; and it hashes the whole file
+// (a config file is small), because mtime and size are too coarse to tell
+// two quick saves apart. So a touch or a save without edits does not fire,
+// nor does a file missing for a moment between an editor's delete and
+// create: onChange fires once it is back with different content.
 //
 // Watch does not reload: the caller calls Load again, and keeps its running
 // config if the new one is invalid. A path of "" (the embedded defaults)
