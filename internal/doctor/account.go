@@ -13,15 +13,15 @@ import (
 func (r *runner) checkAccount(ctx context.Context) Result {
 	cfg := r.cfg
 	key := cfg.Upstream.APIKey.Reveal()
+	prove := "run chutes-proxy doctor --live to prove it with one request"
+	if r.o.Live {
+		prove = "the live check below proves it"
+	}
 	switch {
 	case key == "":
 		return warn(CheckAccount, "not checked: no key configured (see %s above)", CheckKey)
 	case cfg.Upstream.AccountURL == "":
-		hint := "run chutes-proxy doctor --live to prove it with one request"
-		if r.o.Live {
-			hint = "the live check below proves it"
-		}
-		return warn(CheckAccount, "not checked: the account API is off ([upstream] account_url = \"\"), so the key is not verified; %s", hint)
+		return warn(CheckAccount, "not checked: the account API is off ([upstream] account_url = \"\"), so the key is not verified; %s", prove)
 	}
 	ctx, cancel := context.WithTimeout(ctx, accountTimeout)
 	defer cancel()
@@ -31,11 +31,10 @@ func (r *runner) checkAccount(ctx context.Context) Result {
 		r.account = "key rejected"
 		return fail(CheckAccount, "%s", diagnose.InvalidKey(a.Error, r.env()).Message)
 	case chutes.KeyUnknown:
-		next := "run chutes-proxy doctor --live to prove it with one request"
 		if r.addrs == nil {
-			next = "the network comes first (see " + CheckDNS + " above)"
+			prove = "the network comes first (see " + CheckDNS + " above)"
 		}
-		return warn(CheckAccount, "%s, so the key is not verified; %s", a.Error, next)
+		return warn(CheckAccount, "%s, so the key is not verified; %s", a.Error, prove)
 	}
 
 	var parts []string

@@ -1,6 +1,7 @@
 package doctor
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -32,14 +33,11 @@ type target struct {
 }
 
 func newTarget(u *url.URL) target {
-	t := target{base: strings.TrimRight(u.String(), "/"), scheme: u.Scheme, host: u.Hostname(), port: u.Port()}
-	if t.port == "" {
-		t.port = "443"
-		if t.scheme == "http" {
-			t.port = "80"
-		}
+	port := "443"
+	if u.Scheme == "http" {
+		port = "80"
 	}
-	return t
+	return target{base: strings.TrimRight(u.String(), "/"), scheme: u.Scheme, host: u.Hostname(), port: cmp.Or(u.Port(), port)}
 }
 
 func (t target) hostport() string { return net.JoinHostPort(t.host, t.port) }

@@ -164,17 +164,19 @@ func (m *Monitor) status(r Router) Status {
 		}
 	}
 	slices.Sort(others)
-	available := map[string]bool{}
 	for _, id := range append(order, others...) {
 		ms := m.modelStatus(r.Model(id), now)
 		ms.Configured = configured[id]
 		ms.Aliases = sorted(aliases[id])
 		ms.InChains = nonNil(inChains[id])
 		s.Models = append(s.Models, ms)
-		available[id] = ms.Available
+	}
+	byID := map[string]*ModelStatus{}
+	for i := range s.Models {
+		byID[s.Models[i].ID] = &s.Models[i]
 	}
 	for i, c := range s.Chains {
-		if j := slices.IndexFunc(c.Chain, func(id string) bool { return available[id] }); j >= 0 {
+		if j := slices.IndexFunc(c.Chain, func(id string) bool { return byID[id].Available }); j >= 0 {
 			s.Chains[i].Serving = c.Chain[j]
 		}
 	}
@@ -224,7 +226,7 @@ func (m *Monitor) status(r Router) Status {
 	if key != "" && !strings.HasPrefix(key, "cpk_") {
 		s.Warnings = append(s.Warnings, "the configured key does not start with cpk_, so it is not a Chutes API key")
 	}
-	s.Level, s.Headline = headline(&s, a, own)
+	s.Level, s.Headline = headline(&s, byID, a, own)
 	return s
 }
 
@@ -323,8 +325,9 @@ func downWhy(ms *ModelStatus) string {
 	return "circuit open"
 }
 
-// headline is the sentence a person reads first, and its level.
-func headline(s *Status, a chutes.Account, own int) (level, text string) {
+// headline is the sentence a person reads first, and its level; byID
+// indexes s.Models.
+func headline(s *Status, byID map[string]*ModelStatus, a chutes.Account, own int) (level, text string) {
 	host := s.Upstream.BaseURL
 	if u, err := url.Parse(host); err == nil && u.Host != "" {
 		host = u.Hostname()
@@ -355,10 +358,6 @@ func headline(s *Status, a chutes.Account, own int) (level, text string) {
 		}
 	}
 
-	byID := map[string]*ModelStatus{}
-	for i := range s.Models {
-		byID[s.Models[i].ID] = &s.Models[i]
-	}
 	var down []string
 	mentioned := map[string]bool{}
 	for _, c := range s.Chains {
