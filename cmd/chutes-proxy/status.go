@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/chutes-proxy/chutes-proxy/internal/chutes"
+	"github.com/chutes-proxy/chutes-proxy/internal/failover"
 	"github.com/chutes-proxy/chutes-proxy/internal/health"
 	"github.com/chutes-proxy/chutes-proxy/internal/human"
 )
@@ -60,16 +60,13 @@ func fetchStatus(ctx context.Context, u string) (*health.Status, error) {
 	c := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
 	resp, err := c.Do(req)
 	if err != nil {
-		var op *net.OpError
 		switch {
 		case errors.Is(err, syscall.ECONNREFUSED):
 			return nil, fmt.Errorf("no chutes-proxy runs at %s (connection refused). Start it with `chutes-proxy serve`, or pass --url with the address it listens on (its log says it)", strings.TrimSuffix(u, "/status"))
 		case errors.Is(err, context.DeadlineExceeded):
 			return nil, fmt.Errorf("%s did not answer within 10 s: is it a chutes-proxy?", u)
-		case errors.As(err, &op):
-			return nil, fmt.Errorf("cannot reach %s: %v. Is chutes-proxy running there? Pass --url to point elsewhere", u, op.Err)
 		}
-		return nil, fmt.Errorf("cannot reach %s: %w", u, err)
+		return nil, fmt.Errorf("cannot reach %s: %s. Is chutes-proxy running there? Pass --url to point elsewhere", u, failover.Describe(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
