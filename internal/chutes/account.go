@@ -85,8 +85,6 @@ type Quota struct {
 	Unlimited bool
 	// Used is today's requests as Chutes counts them (it lags).
 	Used float64
-	// ChuteID is what the quota applies to ("*": every chute).
-	ChuteID string
 }
 
 // UsedToday is the larger of Chutes' count and own, the proxy's own count
@@ -264,7 +262,6 @@ func parseQuota(body []byte) (q Quota, ok bool, err error) {
 	}
 	used, hasUsed := firstNumber(obj, "used", "usage", "count")
 	q.Used = max(used, 0)
-	q.ChuteID, _ = obj["chute_id"].(string)
 	return q, ok || hasUsed, nil
 }
 

@@ -26,7 +26,7 @@ func TestParseQuota(t *testing.T) {
 		ok      bool
 		wantErr bool
 	}{
-		{"documented", `{"quota":300,"used":15,"chute_id":"*"}`, Quota{Limit: 300, Used: 15, ChuteID: "*"}, true, false},
+		{"documented", `{"quota":300,"used":15,"chute_id":"*"}`, Quota{Limit: 300, Used: 15}, true, false},
 		{"used is a float", `{"quota":300,"used":15.0}`, Quota{Limit: 300, Used: 15}, true, false},
 		{"numbers as strings", `{"quota":"2000","used":" 12.5 "}`, Quota{Limit: 2000, Used: 12.5}, true, false},
 		{"quota 0 is unlimited", `{"quota":0,"used":42}`, Quota{Unlimited: true, Used: 42}, true, false},
@@ -37,7 +37,7 @@ func TestParseQuota(t *testing.T) {
 		{"quota null", `{"quota":null,"used":3}`, Quota{Used: 3}, true, false},
 		{"wrapped in data", `{"data":{"quota":300,"used":299}}`, Quota{Limit: 300, Used: 299}, true, false},
 		{"negative clamps", `{"quota":-1,"used":-4}`, Quota{Unlimited: true}, true, false},
-		{"nothing reported", `{"chute_id":"*"}`, Quota{ChuteID: "*"}, false, false},
+		{"nothing reported", `{"chute_id":"*"}`, Quota{}, false, false},
 		{"bool is no number", `{"quota":true,"used":false}`, Quota{}, false, false},
 		{"array", `[{"quota":300}]`, Quota{}, false, true},
 		{"html", `<html>502</html>`, Quota{}, false, true},

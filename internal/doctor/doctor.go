@@ -77,16 +77,6 @@ func (r *Report) Failures() int {
 	return n
 }
 
-// Get returns the result of the named check, if it ran.
-func (r *Report) Get(check string) (Result, bool) {
-	for _, res := range r.Results {
-		if res.Check == check {
-			return res, true
-		}
-	}
-	return Result{}, false
-}
-
 // Resolver looks up a host's addresses. *net.Resolver is one.
 type Resolver interface {
 	LookupHost(ctx context.Context, host string) ([]string, error)
