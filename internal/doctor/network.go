@@ -250,21 +250,20 @@ func (r *runner) tlsProblem(err error) string {
 	now := r.o.Now().UTC()
 	const day = "2006-01-02 15:04 UTC"
 	var inv x509.CertificateInvalidError
-	var ua x509.UnknownAuthorityError
-	var he x509.HostnameError
+	expired := errors.As(err, &inv) && inv.Reason == x509.Expired
 	switch {
-	case errors.As(err, &inv) && inv.Reason == x509.Expired && now.Before(leaf.NotBefore):
+	case expired && now.Before(leaf.NotBefore):
 		return fmt.Sprintf("the certificate of %s is not yet valid: it is valid from %s to %s, but this machine's clock says %s. "+
 			"The system clock is wrong: set it right (turn on automatic date and time), then run chutes-proxy doctor again",
 			host, leaf.NotBefore.UTC().Format(day), leaf.NotAfter.UTC().Format(day), now.Format(day))
-	case errors.As(err, &inv) && inv.Reason == x509.Expired:
+	case expired:
 		return fmt.Sprintf("the certificate of %s has expired: it was valid until %s, and this machine's clock says %s. "+
 			"If the system clock is wrong, set it right (automatic date and time); if it is right, the server's certificate really expired: something intercepts HTTPS, or Chutes must renew it",
 			host, leaf.NotAfter.UTC().Format(day), now.Format(day))
-	case errors.As(err, &ua):
+	case errors.As(err, new(x509.UnknownAuthorityError)):
 		return fmt.Sprintf("the certificate of %s is signed by an unknown authority (issued by %s): something intercepts HTTPS (antivirus web scanning, a company proxy, a captive portal) "+
 			"or base_url points at the wrong server; turn the interception off, or add its root certificate to the system's certificate store", host, issuer(leaf))
-	case errors.As(err, &he):
+	case errors.As(err, new(x509.HostnameError)):
 		names := leaf.DNSNames
 		if len(names) == 0 {
 			names = []string{leaf.Subject.CommonName}
@@ -306,13 +305,8 @@ func (r *runner) dial(ctx context.Context, network, addr string) (net.Conn, erro
 	if err != nil {
 		return nil, err
 	}
-	var addrs []string
-	switch {
-	case net.ParseIP(host) != nil:
-		addrs = []string{host}
-	case strings.EqualFold(host, r.target.host) && r.addrs != nil:
-		addrs = r.addrs
-	default:
+	addrs := []string{host}
+	if net.ParseIP(host) == nil {
 		if addrs, err = r.resolver.LookupHost(ctx, host); err != nil {
 			return nil, err
 		}
