@@ -130,13 +130,12 @@ func printStatus(w io.Writer, st *health.Status, now time.Time) {
 
 	fmt.Fprintln(w)
 	up := "not probed"
-	if r := st.Upstream.Reachable; r != nil && st.Upstream.Probe != nil {
-		if *r {
-			up = fmt.Sprintf("reachable, %d ms", st.Upstream.Probe.LatencyMS)
-		} else {
-			up = "unreachable (" + st.Upstream.Probe.FailedStep + "): " + st.Upstream.Probe.Error
-		}
-	} else if st.Upstream.ProbeIntervalS == 0 {
+	switch p := st.Upstream.Probe; {
+	case p != nil && p.FailedStep == "":
+		up = fmt.Sprintf("reachable, %d ms", p.LatencyMS)
+	case p != nil:
+		up = "unreachable (" + p.FailedStep + "): " + p.Error
+	case st.Upstream.ProbeIntervalS == 0:
 		up = "not probed ([health] probe_interval is 0s)"
 	}
 	fmt.Fprintf(w, "Upstream:  %s %s\n", st.Upstream.BaseURL, up)

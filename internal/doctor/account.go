@@ -2,6 +2,7 @@ package doctor
 
 import (
 	"context"
+	"slices"
 	"strings"
 
 	"github.com/chutes-proxy/chutes-proxy/internal/chutes"
@@ -37,16 +38,11 @@ func (r *runner) checkAccount(ctx context.Context) Result {
 		return warn(CheckAccount, "%s, so the key is not verified; %s", a.Error, prove)
 	}
 
-	var parts []string
+	parts := []string{a.Summary(0, r.o.Now()), a.Error}
 	if !a.HasQuota {
-		parts = append(parts, "daily quota not reported")
+		parts = append([]string{"daily quota not reported"}, parts...)
 	}
-	for _, p := range []string{a.Summary(0, r.o.Now()), a.Error} {
-		if p != "" {
-			parts = append(parts, p)
-		}
-	}
-	r.account = strings.Join(parts, "; ")
+	r.account = strings.Join(slices.DeleteFunc(parts, func(p string) bool { return p == "" }), "; ")
 	switch share := a.QuotaShare(0); {
 	case share >= 1:
 		return fail(CheckAccount, "key accepted, but %s; requests fail with 402 until the reset. Wait for the reset, or raise the limit on the Chutes dashboard (chutes.ai: plan, top-up)", r.account)

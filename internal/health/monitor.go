@@ -323,7 +323,7 @@ func (m *Monitor) ProbeNow(ctx context.Context, client *http.Client) Probe {
 	if !r.OK() {
 		p.Failures = prev.Failures + 1
 	}
-	if !r.OK() && (prev.Failures == 0 || prev.Checked.IsZero()) {
+	if !r.OK() && prev.Failures == 0 {
 		m.log.Warn("upstream unreachable", "upstream", cfg.Upstream.BaseURL, "step", r.FailedStep, "err", r.Error)
 	} else if r.OK() && prev.Failures > 0 {
 		m.log.Info("upstream reachable again", "upstream", cfg.Upstream.BaseURL, "latency_ms", r.LatencyMS)
