@@ -28,23 +28,19 @@ type metrics struct {
 }
 
 func newMetrics() *metrics {
+	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+	}
 	x := &metrics{reg: prometheus.NewRegistry()}
-	x.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "chutes_proxy_requests_total",
-		Help: "Client requests to the chat, completion and embedding endpoints, by the model that served (\"none\" if none) and outcome (\"served\" or the error code).",
-	}, []string{"model", "outcome"})
-	x.attempts = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "chutes_proxy_attempts_total",
-		Help: "Upstream attempts and skips per model, by kind (served, failed, returned, canceled; breaker_open, cooling, local_limit, context_too_small for skips).",
-	}, []string{"model", "kind"})
-	x.failovers = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "chutes_proxy_failovers_total",
-		Help: "Moves along a fallback chain from one model to the next.",
-	}, []string{"from", "to"})
-	x.skips = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "chutes_proxy_limiter_skips_total",
-		Help: "Models skipped because the proxy's own rate limit had no token within max_wait.",
-	}, []string{"model"})
+	x.requests = counter("chutes_proxy_requests_total",
+		"Client requests to the chat, completion and embedding endpoints, by the model that served (\"none\" if none) and outcome (\"served\" or the error code).",
+		"model", "outcome")
+	x.attempts = counter("chutes_proxy_attempts_total",
+		"Upstream attempts and skips per model, by kind (served, failed, returned, canceled; breaker_open, cooling, local_limit, context_too_small for skips).",
+		"model", "kind")
+	x.failovers = counter("chutes_proxy_failovers_total", "Moves along a fallback chain from one model to the next.", "from", "to")
+	x.skips = counter("chutes_proxy_limiter_skips_total",
+		"Models skipped because the proxy's own rate limit had no token within max_wait.", "model")
 	x.ttfb = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "chutes_proxy_ttfb_seconds",
 		Help:    "Time to the first byte of a served upstream response.",

@@ -310,7 +310,8 @@ func shortReason(r string) string {
 	return r
 }
 
-// downWhy is the parenthesis of "X is down (…)".
+// downWhy is the parenthesis of "X is down (…)" for a model modelStatus
+// found unavailable: open, cooling or not listed.
 func downWhy(ms *ModelStatus) string {
 	switch {
 	case ms.LastError != nil && ms.State == "open":
@@ -319,8 +320,6 @@ func downWhy(ms *ModelStatus) string {
 		return "overloaded"
 	case ms.Listed != nil && !*ms.Listed:
 		return "not listed by Chutes"
-	case ms.LastError != nil:
-		return shortReason(ms.LastError.Reason)
 	}
 	return "circuit open"
 }
