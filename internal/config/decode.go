@@ -19,9 +19,10 @@ import (
 )
 
 // decode decodes k's merged layers into cfg. Each value of the wrong type
-// and each key Config does not have becomes a Problem; file is the file's
-// content, where go-toml finds the lines of unknown keys.
-func decode(k *koanf.Koanf, cfg *Config, file []byte, from func(string) string) Problems {
+// and each key Config does not have becomes a Problem (finish says where it
+// came from); file is the file's content, where go-toml finds the lines of
+// unknown keys.
+func decode(k *koanf.Koanf, cfg *Config, file []byte) Problems {
 	dc := &mapstructure.DecoderConfig{
 		// Not WeaklyTypedInput: "32" where a number goes is a mistake to
 		// report, not to guess at.
@@ -42,19 +43,19 @@ func decode(k *koanf.Koanf, cfg *Config, file []byte, from func(string) string) 
 		case *mapstructure.DecodeError:
 			list, unused := strings.CutPrefix(e.Unwrap().Error(), "has invalid keys: ")
 			if !unused {
-				ps = append(ps, Problem{File: from(e.Name()), Key: e.Name(), Msg: e.Unwrap().Error()})
+				ps = append(ps, Problem{Key: e.Name(), Msg: e.Unwrap().Error()})
 				return
 			}
 			// mapstructure names the top level by its type.
 			table := strings.TrimPrefix(e.Name(), reflect.TypeFor[Config]().String())
 			for _, key := range strings.Split(list, ", ") {
 				path := strings.TrimPrefix(table+"."+key, ".")
-				ps = append(ps, Problem{File: from(path), Key: path, Msg: unknown(table, key, lines)})
+				ps = append(ps, Problem{Key: path, Msg: unknown(table, key, lines)})
 			}
 		case interface{ Unwrap() error }: // Decode's "decoding failed due to ..."
 			walk(e.Unwrap())
 		case error: // not about the file: a bug here, but say it rather than drop it
-			ps = append(ps, Problem{File: from(""), Msg: e.Error()})
+			ps = append(ps, Problem{Msg: e.Error()})
 		}
 	}
 	walk(k.UnmarshalWithConf("", cfg, koanf.UnmarshalConf{Tag: "toml", DecoderConfig: dc}))
@@ -239,6 +240,9 @@ func closest(s string, candidates []string) string {
 	}
 	best, bestD := "", 0
 	for _, c := range candidates {
+		if len(c) > 64 {
+			continue
+		}
 		d := fuzzy.Distance(strings.ToLower(s), strings.ToLower(c))
 		if limit := max(2, len(c)/3); d <= limit && (best == "" || d < bestD) {
 			best, bestD = c, d

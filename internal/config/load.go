@@ -105,7 +105,7 @@ func Load(opts Options) (*Config, error) {
 	from := func(key string) string { return cmp.Or(origin[key], label) }
 
 	cfg := &Config{Source: path}
-	found := decode(k, cfg, data, from)
+	found := decode(k, cfg, data)
 	cfg.Listen = strings.TrimSpace(cfg.Listen)
 	cfg.Upstream.BaseURL = strings.TrimRight(strings.TrimSpace(cfg.Upstream.BaseURL), "/")
 	cfg.Upstream.AccountURL = strings.TrimRight(cfg.Upstream.AccountURL, "/")
@@ -116,7 +116,7 @@ func Load(opts Options) (*Config, error) {
 			from("upstream.api_key"), Redact(key)))
 	}
 	cfg.Notes = notes
-	if all := finish(cfg, found, validate(cfg, from)); len(all) > 0 {
+	if all := finish(cfg, found, validate(cfg), from); len(all) > 0 {
 		return nil, all
 	}
 	return cfg, nil

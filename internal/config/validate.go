@@ -54,9 +54,9 @@ func (ps Problems) Error() string {
 // finish joins the problems decoding found with those validation found,
 // drops a validation problem about a key that failed to decode or lies
 // inside or around one (its zero value would only repeat the complaint),
-// and names the [[models]] table a problem is in by its id, since counting
-// tables is error-prone.
-func finish(cfg *Config, found, checked Problems) Problems {
+// blames each on whoever set the key (from), and names the [[models]] table
+// a problem is in by its id, since counting tables is error-prone.
+func finish(cfg *Config, found, checked Problems, from func(key string) string) Problems {
 	inside := func(x, y string) bool { return strings.HasPrefix(x, y+".") || strings.HasPrefix(x, y+"[") }
 	all := found
 	for _, c := range checked {
@@ -65,6 +65,7 @@ func finish(cfg *Config, found, checked Problems) Problems {
 		}
 	}
 	for i, p := range all {
+		all[i].File = from(p.Key)
 		var n int
 		if _, err := fmt.Sscanf(p.Key, "models[%d]", &n); err != nil || n < 0 || n >= len(cfg.Models) {
 			continue
@@ -77,14 +78,11 @@ func finish(cfg *Config, found, checked Problems) Problems {
 }
 
 // checker collects the problems validate finds.
-type checker struct {
-	from  func(key string) string
-	probs Problems
-}
+type checker struct{ probs Problems }
 
 // add adds a problem once: two empty entries in one list are one problem.
 func (c *checker) add(key, format string, args ...any) {
-	if p := (Problem{File: c.from(key), Key: key, Msg: fmt.Sprintf(format, args...)}); !slices.Contains(c.probs, p) {
+	if p := (Problem{Key: key, Msg: fmt.Sprintf(format, args...)}); !slices.Contains(c.probs, p) {
 		c.probs = append(c.probs, p)
 	}
 }
@@ -103,18 +101,18 @@ func (c *checker) named(key, s, empty string) bool {
 	return false
 }
 
-// ranges holds every number in v, the table at key prefix, to its field's
+// fields holds every number in v, the table at key prefix, to its field's
 // check tag (see Config), and checks every key.
-func (c *checker) ranges(prefix string, v reflect.Value) {
+func (c *checker) fields(prefix string, v reflect.Value) {
 	for _, f := range keys(v.Type()) {
 		key, fv := strings.TrimPrefix(prefix+"."+keyName(f), "."), reflect.Indirect(v.FieldByIndex(f.Index))
 		switch check := f.Tag.Get("check"); {
 		case !fv.IsValid(): // an override the table leaves out
 		case fv.Kind() == reflect.Struct:
-			c.ranges(key, fv)
+			c.fields(key, fv)
 		case fv.Kind() == reflect.Slice && fv.Type().Elem().Kind() == reflect.Struct:
 			for i := range fv.Len() {
-				c.ranges(fmt.Sprintf("%s[%d]", key, i), fv.Index(i))
+				c.fields(fmt.Sprintf("%s[%d]", key, i), fv.Index(i))
 			}
 		case fv.Type() == reflect.TypeFor[Secret]() && strings.ContainsFunc(fv.String(), isKeyJunk):
 			// What trimKey cannot fix: characters inside a key that no key
@@ -139,9 +137,9 @@ func (c *checker) ranges(prefix string, v reflect.Value) {
 // validate checks what decoding cannot: ranges, addresses, URLs, and how
 // the [[models]] tables refer to each other. It reports every problem, not
 // the first.
-func validate(cfg *Config, from func(string) string) Problems {
-	c := &checker{from: from}
-	c.ranges("", reflect.ValueOf(cfg).Elem())
+func validate(cfg *Config) Problems {
+	c := &checker{}
+	c.fields("", reflect.ValueOf(cfg).Elem())
 
 	if msg := hostPort(cfg.Listen, true); msg != "" {
 		c.add("listen", "%s; use e.g. \"127.0.0.1:8787\"", msg)
