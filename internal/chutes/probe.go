@@ -43,8 +43,7 @@ const (
 type Reachability struct {
 	// Checked is when the probe started.
 	Checked time.Time `json:"checked_at"`
-	// URL is what was fetched.
-	URL string `json:"url"`
+	URL     string    `json:"url"`
 	// FailedStep is "" when the probe succeeded, else one of the Step
 	// constants.
 	FailedStep string `json:"failed_step,omitempty"`

@@ -224,9 +224,11 @@ func (r *runner) run(ctx context.Context) {
 	defer tr.CloseIdleConnections()
 
 	// The account API and the listen port do not depend on the upstream's
-	// checks: ask them now, print them in their place.
-	account := async(ctx, r.checkAccount)
-	listen := async(ctx, r.checkListen)
+	// checks: ask them now, print them in their place. Each channel has
+	// room for its result, so a goroutine never blocks on sending it.
+	account, listen := make(chan Result, 1), make(chan Result, 1)
+	go func() { account <- r.checkAccount(ctx) }()
+	go func() { listen <- r.checkListen(ctx) }()
 
 	r.probe(ctx)
 	r.add(r.checkTCP())
@@ -238,14 +240,6 @@ func (r *runner) run(ctx context.Context) {
 	if r.o.Live {
 		r.add(r.checkLive(ctx))
 	}
-}
-
-// async runs check in its own goroutine; the result arrives on the channel,
-// which has room for it, so the goroutine never blocks.
-func async(ctx context.Context, check func(context.Context) Result) <-chan Result {
-	ch := make(chan Result, 1)
-	go func() { ch <- check(ctx) }()
-	return ch
 }
 
 // add records and prints res; it reports whether res is not a failure.

@@ -195,8 +195,7 @@ func (r *runner) checkListen(ctx context.Context) Result {
 	ctx, cancel := context.WithTimeout(ctx, listenTimeout)
 	defer cancel()
 	addr := r.cfg.Listen
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", addr)
+	ln, err := net.Listen("tcp", addr)
 	if err == nil {
 		_ = ln.Close()
 		return ok(CheckListen, "%s is free for chutes-proxy serve", addr)
