@@ -60,11 +60,10 @@ type Options struct {
 // for that file. Invalid content is reported as Problems, every one of them;
 // other errors are I/O errors. On error the *Config is nil.
 func Load(opts Options) (*Config, error) {
-	getenv := opts.Getenv
-	if getenv == nil {
-		getenv = os.Getenv
+	if opts.Getenv == nil {
+		opts.Getenv = os.Getenv
 	}
-	path, data, err := find(opts, getenv)
+	path, data, err := find(opts)
 	if err != nil {
 		return nil, err
 	}
@@ -85,9 +84,9 @@ func Load(opts Options) (*Config, error) {
 	// override; a key is kept untrimmed for trimKey to trim and say so.
 	over, origin, notes := map[string]any{}, map[string]string{}, []string(nil)
 	for _, o := range []struct{ key, who, val string }{
-		{"listen", "env " + EnvListen, getenv(EnvListen)},
-		{"upstream.base_url", "env " + EnvUpstream, getenv(EnvUpstream)},
-		{"upstream.api_key", "env " + EnvAPIKey, getenv(EnvAPIKey)},
+		{"listen", "env " + EnvListen, opts.Getenv(EnvListen)},
+		{"upstream.base_url", "env " + EnvUpstream, opts.Getenv(EnvUpstream)},
+		{"upstream.api_key", "env " + EnvAPIKey, opts.Getenv(EnvAPIKey)},
 		{"listen", "flag --listen", opts.Listen},
 	} {
 		if strings.TrimFunc(o.val, isKeyJunk) == "" {
@@ -124,10 +123,10 @@ func Load(opts Options) (*Config, error) {
 
 // find returns the config file's path and content, or "" and the embedded
 // defaults.
-func find(opts Options, getenv func(string) string) (string, []byte, error) {
+func find(opts Options) (string, []byte, error) {
 	p, via := opts.File, "--config"
 	if p == "" {
-		p, via = getenv(EnvConfig), "$"+EnvConfig
+		p, via = opts.Getenv(EnvConfig), "$"+EnvConfig
 	}
 	if p == "" {
 		p = filepath.Join(opts.Dir, "proxy.toml")
