@@ -11,6 +11,7 @@ package doctor
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"io"
@@ -219,7 +220,15 @@ func (r *runner) run(ctx context.Context) {
 	r.add(r.checkBaseURL())
 
 	r.add(r.checkDNS(ctx))
-	tr := r.transport()
+	// Every request the doctor makes to the upstream and the account API
+	// goes straight there (no proxy from the environment), resolving
+	// through r.resolver, verifying with the configured roots and clock.
+	tr := &http.Transport{
+		DialContext:         r.dial,
+		TLSClientConfig:     &tls.Config{RootCAs: r.o.RootCAs, Time: r.o.Now},
+		ForceAttemptHTTP2:   true,
+		TLSHandshakeTimeout: tlsTimeout,
+	}
 	r.client = &http.Client{Transport: tr}
 	defer tr.CloseIdleConnections()
 

@@ -283,19 +283,6 @@ func issuer(c *x509.Certificate) string {
 	return "an unnamed issuer"
 }
 
-// transport is the HTTP transport of every request the doctor makes to the
-// upstream and the account API: straight there (no proxy from the
-// environment), resolving through r.resolver, verifying with the
-// configured roots and clock.
-func (r *runner) transport() *http.Transport {
-	return &http.Transport{
-		DialContext:         r.dial,
-		TLSClientConfig:     &tls.Config{RootCAs: r.o.RootCAs, Time: r.o.Now},
-		ForceAttemptHTTP2:   true,
-		TLSHandshakeTimeout: tlsTimeout,
-	}
-}
-
 // dial connects to addr within connectTimeout, resolving its host the way
 // checkDNS found works.
 func (r *runner) dial(ctx context.Context, network, addr string) (net.Conn, error) {

@@ -7,6 +7,7 @@
 package health
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"math"
@@ -99,16 +100,15 @@ type settings struct {
 
 // New returns a Monitor.
 func New(o Options) *Monitor {
-	m := &Monitor{log: o.Logger, quota: o.Quota, catalog: o.Catalog, models: map[string]*modelStats{}, wake: make(chan struct{}, 1)}
-	if m.log == nil {
-		m.log = slog.New(slog.DiscardHandler)
-	}
-	m.log = m.log.With("component", "health")
-	if m.catalog == nil {
-		m.catalog = catalog.New()
+	m := &Monitor{
+		log:     cmp.Or(o.Logger, slog.New(slog.DiscardHandler)).With("component", "health"),
+		quota:   o.Quota,
+		catalog: cmp.Or[Catalog](o.Catalog, catalog.New()),
+		models:  map[string]*modelStats{},
+		wake:    make(chan struct{}, 1),
+		metrics: newMetrics(),
 	}
 	m.setConfig(o.Config)
-	m.metrics = newMetrics()
 	return m
 }
 
