@@ -25,14 +25,15 @@ type Config struct {
 	MaxBodyMB    int      `toml:"max_body_mb" check:"min1"`
 	AllowedHosts []string `toml:"allowed_hosts"`
 
-	Compat    Compat    `toml:"compat"`
-	Upstream  Upstream  `toml:"upstream"`
-	Failover  Failover  `toml:"failover"`
-	Breaker   Breaker   `toml:"breaker"`
-	RateLimit RateLimit `toml:"rate_limit"`
-	Quota     Quota     `toml:"quota"`
-	Health    Health    `toml:"health"`
-	Models    []Model   `toml:"models"`
+	Compat    Compat     `toml:"compat"`
+	Upstream  Upstream   `toml:"upstream"`
+	Failover  Failover   `toml:"failover"`
+	Breaker   Breaker    `toml:"breaker"`
+	RateLimit RateLimit  `toml:"rate_limit"`
+	Quota     Quota      `toml:"quota"`
+	Health    Health     `toml:"health"`
+	Providers []Provider `toml:"providers"`
+	Models    []Model    `toml:"models"`
 
 	// Source is the file the config was read from; "" means the defaults
 	// embedded in the binary.

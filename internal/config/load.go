@@ -110,6 +110,7 @@ func Load(opts Options) (*Config, error) {
 	cfg.Upstream.AccountURL = strings.TrimRight(cfg.Upstream.AccountURL, "/")
 	cfg.Upstream.APIKey = trimKey("upstream.api_key", from("upstream.api_key"), cfg.Upstream.APIKey, &notes)
 	cfg.ProxyKey = trimKey("proxy_key", from("proxy_key"), cfg.ProxyKey, &notes)
+	resolveProviders(cfg, opts.Getenv, from, &notes)
 	if key := cfg.Upstream.APIKey.Reveal(); key != "" && !strings.HasPrefix(key, "cpk_") {
 		notes = append(notes, fmt.Sprintf("upstream.api_key (from %s) does not start with cpk_ as Chutes keys do (it starts %s); check that it is a Chutes API key",
 			from("upstream.api_key"), Redact(key)))

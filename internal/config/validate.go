@@ -196,6 +196,7 @@ func validate(cfg *Config) Problems {
 			burst0(key, rate, rl.Burst, " (from rate_limit.burst)")
 		}
 	}
+	c.providers(cfg)
 	c.models(cfg)
 	return c.probs
 }
@@ -206,6 +207,7 @@ func (c *checker) models(cfg *Config) {
 	aliases := map[string]int{} // alias → its table
 	for i, m := range cfg.Models {
 		key := fmt.Sprintf("models[%d].id", i)
+		c.modelRef(cfg, key, m.ID)
 		switch j, dup := ids[m.ID]; {
 		case !c.named(key, m.ID, "missing or empty; every [[models]] table needs id = \"org/model\""):
 		case dup:
@@ -240,13 +242,14 @@ func (c *checker) models(cfg *Config) {
 	for i, m := range cfg.Models {
 		key := fmt.Sprintf("models[%d].fallbacks", i)
 		for _, f := range m.Fallbacks {
+			c.modelRef(cfg, key, f)
 			switch j, ok := known[f]; {
 			case !c.named(key, f, "a fallback is empty"):
 			case ok && j == i:
 				// Harmless, since a model always comes first in its own chain,
 				// but it reads as "retry this model", which it does not do.
 				c.add(key, "%q is this model itself (%s), which is always tried first; remove it, or name another model", f, m.ID)
-			case ok, strings.Contains(f, "/"):
+			case ok, strings.Contains(f, "/"), strings.Contains(f, ":"):
 				// A chain is one level deep (a fallback's own fallbacks are
 				// not followed), so two models may name each other; and any
 				// org/model id may be a fallback without a table of its own.
