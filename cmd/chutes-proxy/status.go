@@ -100,10 +100,7 @@ func printStatus(w io.Writer, st *health.Status, now time.Time) {
 			note = "last error " + human.Duration(now.Sub(e.Time).Round(time.Second)) + " ago: " + human.Truncate(note, 60)
 		}
 		if !m.Available {
-			avail = "no"
-			if m.WhyUnavailable != "" {
-				note = m.WhyUnavailable
-			}
+			avail, note = "no", m.WhyUnavailable
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", m.ID, m.State, avail,
 			pct(m.SuccessRate), msText(m.LatencyP50MS), msText(m.LatencyP95MS), m.Requests, note)

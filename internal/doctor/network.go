@@ -40,8 +40,6 @@ func newTarget(u *url.URL) target {
 	return target{base: strings.TrimRight(u.String(), "/"), scheme: u.Scheme, host: u.Hostname(), port: cmp.Or(u.Port(), port)}
 }
 
-func (t target) hostport() string { return net.JoinHostPort(t.host, t.port) }
-
 // checkDNS resolves the upstream host through the resolver the proxy would
 // use and, for comparison, through public ones, so that a failing line can
 // tell a broken local resolver from no network at all. It sets r.resolver
@@ -182,7 +180,7 @@ func (r *runner) connected() bool { return r.path.ConnectMS != nil }
 
 // checkTCP says whether the probe connected to the upstream host's port.
 func (r *runner) checkTCP() Result {
-	hp := r.target.hostport()
+	hp := net.JoinHostPort(r.target.host, r.target.port)
 	switch note := r.proxyNote(); {
 	case r.addrs == nil:
 		return warn(CheckTCP, "not tried: there is no address for %s (see %s above)", r.target.host, CheckDNS)
