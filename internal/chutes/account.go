@@ -304,18 +304,18 @@ func firstNumber(obj map[string]any, keys ...string) (float64, bool) {
 	return 0, false
 }
 
+// number reads a JSON number or a numeric string such as "$1,234.50".
 func number(v any) (float64, bool) {
-	var f float64
-	var err error
+	var s string
 	switch x := v.(type) {
 	case json.Number:
-		f, err = x.Float64()
+		s = string(x)
 	case string:
-		s := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(x), "$"))
-		f, err = strconv.ParseFloat(strings.ReplaceAll(s, ",", ""), 64)
+		s = strings.ReplaceAll(strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(x), "$")), ",", "")
 	default:
 		return 0, false
 	}
+	f, err := strconv.ParseFloat(s, 64)
 	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
 		return 0, false
 	}

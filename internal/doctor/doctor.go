@@ -83,9 +83,6 @@ type Resolver interface {
 	LookupHost(ctx context.Context, host string) ([]string, error)
 }
 
-// DialFunc opens a connection, as net.Dialer.DialContext does.
-type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
-
 // Options configure a run. The zero value checks the real thing: the config
 // found as chutes-proxy serve would find it, the system resolver, real
 // sockets and the system's root certificates.
@@ -107,7 +104,7 @@ type Options struct {
 	PublicDNS []string
 	// Dial opens TCP connections to resolved addresses; nil means a
 	// net.Dialer. Tests map every address to a loopback server.
-	Dial DialFunc
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// RootCAs verify the upstream's certificate; nil means the system's.
 	RootCAs *x509.CertPool
 	// Now is the clock; nil means time.Now. The certificate check and the

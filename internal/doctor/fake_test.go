@@ -161,7 +161,7 @@ func startChutes(t testing.TB, f *fakeChutes) *httptest.Server {
 
 // loopbackDial sends every connection to srv, and refuses anything that is
 // not a loopback address: no test sends traffic off this machine.
-func loopbackDial(t testing.TB, srv *httptest.Server) doctor.DialFunc {
+func loopbackDial(t testing.TB, srv *httptest.Server) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	to := srv.Listener.Addr().String()
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		host, _, err := net.SplitHostPort(addr)
