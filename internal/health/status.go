@@ -428,11 +428,9 @@ func headline(s *Status, byID map[string]*ModelStatus, a chutes.Account, own int
 	return level, text
 }
 
-// unreachableWhy says which step failed and what to try.
+// unreachableWhy says which step of the failed probe r failed and what to
+// try.
 func unreachableWhy(r *Probe, host string) string {
-	if r == nil {
-		return "not probed"
-	}
 	switch r.FailedStep {
 	case chutes.StepDNS:
 		return "the DNS lookup of " + host + " failed (" + r.Error + "); check the network or VPN, or set [upstream] resolver = \"1.1.1.1:53\" if only your resolver fails"
