@@ -51,13 +51,12 @@ func (m *Monitor) Handler(r Router) http.Handler {
 // that served it ("" = none) and its outcome ("served" or the error code).
 // The proxy calls it once per request, after the response (proxy.Options.Done).
 func (m *Monitor) Served(model, outcome string) {
-	if model == "" {
-		model = "none"
-	} else {
-		model = m.label(model)
+	label := "none"
+	if model != "" {
+		label = m.label(model)
 	}
 	if len(outcome) > 40 {
 		outcome = "other"
 	}
-	m.metrics.requests.WithLabelValues(model, outcome).Inc()
+	m.metrics.requests.WithLabelValues(label, outcome).Inc()
 }
