@@ -112,10 +112,8 @@ func (r *runner) checkBaseURL() Result {
 	if r.o.Load.Getenv(config.EnvUpstream) != "" {
 		from = " (from env " + config.EnvUpstream + ")"
 	}
-	u, err := url.Parse(base)
-	if err == nil {
-		r.target = newTarget(u)
-	}
+	u, _ := url.Parse(base) // config.Load checked that it parses, with a host
+	r.target = newTarget(u)
 	if base == diagnose.CurrentBaseURL {
 		return ok(CheckBaseURL, "%s%s is Chutes' current API", base, from)
 	}
