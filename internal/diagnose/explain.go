@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/chutes-proxy/chutes-proxy/internal/config"
+
 	"github.com/chutes-proxy/chutes-proxy/internal/human"
 
 	"github.com/chutes-proxy/chutes-proxy/internal/failover"
@@ -39,6 +41,26 @@ type Env struct {
 	// Account describes the account when it is known, e.g. "212 of 300
 	// requests used today" or "balance $0.00"; "" when unknown.
 	Account func() string
+	// Provider tells which provider a model of the chain goes to; nil means
+	// every model is Chutes'.
+	Provider func(model string) Provider
+}
+
+// Provider is what a diagnosis says of another provider than Chutes.
+type Provider struct {
+	Name      string // "chutes" for Chutes
+	BaseURL   string
+	KeyPrefix string // the redacted key, "" if it has none
+	// KeyFrom says where its key is set: `api_key_env = "OPENROUTER_API_KEY"`
+	// or `api_key`.
+	KeyFrom string
+}
+
+func (e Env) provider(model string) Provider {
+	if e.Provider == nil {
+		return Provider{Name: "chutes", BaseURL: e.BaseURL}
+	}
+	return e.Provider(model)
 }
 
 // MissingKey is the answer when no key is configured and the client sent none.
@@ -131,6 +153,9 @@ func Explain(res failover.Result, err error, env Env) *Error {
 // fromUpstream explains an upstream answer that goes back at once.
 func fromUpstream(ue *failover.UpstreamError, env Env) *Error {
 	reason := ue.Reason()
+	if ue.Provider != "" && ue.Provider != "chutes" {
+		return providerRefused(ue, env)
+	}
 	switch ue.Status {
 	case http.StatusUnauthorized, http.StatusForbidden:
 		return InvalidKey(reason, env)
@@ -153,6 +178,48 @@ func fromUpstream(ue *failover.UpstreamError, env Env) *Error {
 	}
 	return newError(ue.Status, CodeUpstreamRejected,
 		fmt.Sprintf("Chutes rejected the request (%d): %s. Check the request's parameters in your app.", ue.Status, reason))
+}
+
+// providerRefused explains a 401/402/403 (or another 4xx) from a provider
+// other than Chutes: its own key and settings, never Chutes' cpk_ advice.
+func providerRefused(ue *failover.UpstreamError, env Env) *Error {
+	var p Provider
+	if env.Provider != nil {
+		p = env.Provider(ue.Provider + ":")
+	}
+	p.Name = ue.Provider
+	table := fmt.Sprintf("the [[providers]] table named %q in proxy.toml", p.Name)
+	reason := ue.Reason()
+	switch ue.Status {
+	case http.StatusUnauthorized, http.StatusForbidden:
+		msg := fmt.Sprintf("The provider %q rejected its API key", p.Name)
+		if p.KeyPrefix != "" {
+			msg += " " + p.KeyPrefix
+		} else {
+			msg += " (none is set, so no Authorization header was sent)"
+		}
+		msg += fmt.Sprintf(": %q. Set its own key in %s", reason, table)
+		if p.KeyFrom != "" {
+			msg += " (now: " + p.KeyFrom + ")"
+		}
+		msg += ", as api_key or api_key_env; a key of one provider never goes to another."
+		return newError(http.StatusUnauthorized, CodeInvalidKey, msg)
+	case http.StatusPaymentRequired:
+		msg := fmt.Sprintf("The provider %q wants payment (%q): its credits or quota are used up.", p.Name, reason)
+		if strings.Contains(p.BaseURL, "openrouter.ai") {
+			msg += " Add credits on openrouter.ai (Settings, Credits), or use its free models (ids ending in :free)."
+		} else {
+			msg += " Top up that account, or remove the provider from the chain in proxy.toml."
+		}
+		return newError(http.StatusPaymentRequired, CodePaymentRequired, msg)
+	}
+	if isOpenAIError(ue.Body) {
+		e := newError(ue.Status, CodeUpstreamRejected, reason)
+		e.Raw = ue.Body
+		return e
+	}
+	return newError(ue.Status, CodeUpstreamRejected,
+		fmt.Sprintf("The provider %q rejected the request (%d): %s. Check the request's parameters in your app.", p.Name, ue.Status, reason))
 }
 
 // InvalidKey explains a 401/403 from the upstream.
@@ -218,8 +285,9 @@ func exhausted(res failover.Result, env Env) *Error {
 			other++
 		}
 	}
+	others := otherProviders(res, env)
 	switch {
-	case total > 0 && network == total:
+	case total > 0 && network == total && !others:
 		return Unreachable(env.BaseURL, res.Attempts)
 	case total > 0 && notAPI == total:
 		return WrongURL(env.BaseURL, res.Attempts[0].Reason)
@@ -249,12 +317,65 @@ func exhausted(res failover.Result, env Env) *Error {
 		msg += " (the chain is empty)"
 	}
 	msg += attemptList(res.Attempts) + ". "
-	msg += "The Chutes miners for these models are down or busy; retry in a minute, or add fallbacks to this chain in proxy.toml ([[models]] fallbacks)."
+	if others {
+		msg += "These models are down or busy at every provider tried; retry in a minute, or add fallbacks to this chain in proxy.toml ([[models]] fallbacks)."
+	} else {
+		msg += "The Chutes miners for these models are down or busy; retry in a minute, or add fallbacks to this chain in proxy.toml ([[models]] fallbacks)."
+	}
+	msg += providerHints(res, env)
 	e := newError(http.StatusServiceUnavailable, CodeAllUnavailable, msg)
 	if retry > 0 {
 		e.RetryAfter = retry
 	}
 	return e
+}
+
+// otherProviders reports whether the walk asked a provider other than
+// Chutes.
+func otherProviders(res failover.Result, env Env) bool {
+	for _, a := range res.Attempts {
+		if env.provider(a.Model).Name != "chutes" {
+			return true
+		}
+	}
+	return false
+}
+
+// providerHints are the fixes the usual local servers and OpenRouter call
+// for, one per provider that failed in a recognisable way.
+func providerHints(res failover.Result, env Env) string {
+	var hints []string
+	seen := map[string]bool{}
+	add := func(key, hint string) {
+		if !seen[key] {
+			seen[key] = true
+			hints = append(hints, hint)
+		}
+	}
+	for _, a := range res.Attempts {
+		p := env.provider(a.Model)
+		if p.Name == "chutes" {
+			continue
+		}
+		_, model, _ := strings.Cut(a.Model, ":")
+		switch r := strings.ToLower(a.Reason); {
+		case strings.Contains(r, "refused") && a.Err != nil && failover.IsNetwork(a.Err) && isLoopbackURL(p.BaseURL):
+			add(p.Name+"down", fmt.Sprintf("Nothing listens at %s (%q): start the local model server (Ollama: `ollama serve`; llama.cpp: `llama-server --port PORT`; KoboldCpp or LM Studio: start its API server), or fix base_url.", p.BaseURL, p.Name))
+		case strings.Contains(r, "try pulling it first") || (a.Status == http.StatusNotFound && strings.Contains(p.BaseURL, ":11434")):
+			add(p.Name+"pull", fmt.Sprintf("Ollama (%q) does not have %s: run `ollama pull %s` on that machine.", p.Name, model, model))
+		case a.Status == http.StatusTooManyRequests && strings.Contains(p.BaseURL, "openrouter.ai"):
+			add(p.Name+"429", fmt.Sprintf("OpenRouter (%q) limits free models (ids ending in :free) to a few requests a minute and a day; wait a minute, or add credits to lift the daily limit.", p.Name))
+		}
+	}
+	if len(hints) == 0 {
+		return ""
+	}
+	return " " + strings.Join(hints, " ")
+}
+
+func isLoopbackURL(base string) bool {
+	u, err := url.Parse(base)
+	return err == nil && config.IsLoopback(u.Host)
 }
 
 // Unreachable explains a walk where no attempt reached the upstream at

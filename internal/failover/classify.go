@@ -29,6 +29,11 @@ const (
 	Return
 	// Stop stops the walk without an answer: the client went away.
 	Stop
+	// SkipProvider skips the rest of this model's provider: it refused the
+	// key or wants payment (401, 402, 403), so its other models would too,
+	// but another provider, with its own key, may serve. When nothing
+	// serves, this failure is the answer: it outranks "unavailable".
+	SkipProvider
 )
 
 func (a Action) String() string {
@@ -37,6 +42,8 @@ func (a Action) String() string {
 		return "next"
 	case Return:
 		return "return"
+	case SkipProvider:
+		return "skip_provider"
 	default:
 		return "stop"
 	}
@@ -48,6 +55,8 @@ type UpstreamError struct {
 	Status      int
 	Body        []byte
 	ContentType string
+	// Provider names who answered ("" or "chutes" for Chutes).
+	Provider string
 	// RetryAfter is the upstream's Retry-After, 0 when absent or unreadable.
 	RetryAfter time.Duration
 }
@@ -126,6 +135,8 @@ func Classify(err error) (a Action, countsAsFailure bool) {
 		return Stop, false
 	case errors.As(err, &ue):
 		switch ue.Status {
+		case http.StatusUnauthorized, http.StatusPaymentRequired, http.StatusForbidden:
+			return SkipProvider, false
 		case http.StatusNotFound, http.StatusTooManyRequests,
 			http.StatusInternalServerError, http.StatusBadGateway,
 			http.StatusServiceUnavailable, http.StatusGatewayTimeout:

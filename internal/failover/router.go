@@ -4,6 +4,7 @@
 package failover
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -32,6 +33,9 @@ const (
 	KindLocalLimit  = "local_limit"
 	KindCanceled    = "canceled"
 	KindContext     = "context_too_small"
+	// KindProviderRefused: skipped because the model's provider refused
+	// its key or wanted payment on an earlier model of the chain.
+	KindProviderRefused = "provider_refused"
 )
 
 // Attempt is one model's part in a request: an upstream attempt, or a skip
@@ -273,17 +277,27 @@ func (r *Router) Do(ctx context.Context, req Request, try TryFunc) (res Result, 
 	if w, ok := r.obs.(WalkObserver); ok {
 		defer func() { w.Walked(res, err) }()
 	}
-	maxAttempts := r.table.Load().cfg.Failover.MaxAttempts
+	cfg := r.table.Load().cfg
+	maxAttempts := cfg.Failover.MaxAttempts
 	if req.MaxAttempts > 0 {
 		maxAttempts = min(maxAttempts, req.MaxAttempts)
 	}
 	made := 0
+	// refused is the first 401/402/403, and refusers the providers it and
+	// any later one came from: their other models are skipped.
+	var refused error
+	var refusers []string
 	for _, id := range chain {
 		if made >= maxAttempts {
 			break
 		}
 		if err := ctx.Err(); err != nil {
 			return res, err
+		}
+		if p, _ := cfg.Split(id); slices.Contains(refusers, p) {
+			r.record(&res, Attempt{Model: id, Kind: KindProviderRefused,
+				Reason: "skipped: " + p + " refused the key or wants payment (see the attempt before)"}, 0)
+			continue
 		}
 		m := r.Model(id)
 		wait, skip, ok := r.admit(m, req.PromptTokens, len(chain) > 1)
@@ -316,11 +330,21 @@ func (r *Router) Do(ctx context.Context, req Request, try TryFunc) (res Result, 
 		case err == nil:
 			res.Model = id
 			return res, nil
+		case action == SkipProvider:
+			p, _ := cfg.Split(id)
+			refusers = append(refusers, p)
+			refused = cmp.Or(refused, err)
+			r.log.LogAttrs(ctx, slog.LevelInfo, "provider refused the key or wants payment, trying other providers",
+				slog.String("model", id), slog.String("provider", p), slog.Int("status", a.Status), slog.String("reason", a.Reason))
+			continue
 		case action != Next:
 			return res, err
 		}
 		r.log.LogAttrs(ctx, slog.LevelInfo, "model failed, trying the next",
 			slog.String("model", id), slog.Int("status", a.Status), slog.String("reason", a.Reason))
+	}
+	if refused != nil {
+		return res, refused
 	}
 	return res, ErrExhausted
 }

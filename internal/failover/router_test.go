@@ -75,9 +75,9 @@ func TestClassify(t *testing.T) {
 		{"504", up(504), Next, true},
 		{"520 cloudflare", up(520), Next, true},
 		{"400", up(400), Return, false},
-		{"401", up(401), Return, false},
-		{"402", up(402), Return, false},
-		{"403", up(403), Return, false},
+		{"401", up(401), SkipProvider, false},
+		{"402", up(402), SkipProvider, false},
+		{"403", up(403), SkipProvider, false},
 		{"413", up(413), Return, false},
 		{"422", up(422), Return, false},
 		{"connection refused", &net.OpError{Op: "dial", Err: errors.New("connect: connection refused")}, Next, true},
@@ -427,4 +427,42 @@ func (l *latencies) get(model string) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.m[model]
+}
+
+// TestProviderRefusalSkipsItsModels: a 401/402/403 skips the rest of that
+// provider's models (the same key would be refused) and the walk goes on
+// with other providers; when nothing serves, the refusal is the answer.
+func TestProviderRefusalSkipsItsModels(t *testing.T) {
+	cfg := testConfig(t, chain("a/one", []string{"auto"}, "a/two", "local:llama", "a/three"))
+	cfg.Providers = []config.Provider{{Name: "local", BaseURL: "http://127.0.0.1:1/v1"}}
+	cfg.Failover.MaxAttempts = 5
+
+	s := newScript(map[string]error{"a/one": up(402)})
+	r := New(cfg, nil, nil)
+	res, err := r.Do(context.Background(), Request{Model: "auto"}, s.try)
+	if err != nil || res.Model != "local:llama" {
+		t.Fatalf("Do = %v, served by %q; want local:llama", err, res.Model)
+	}
+	if s.count("a/two") != 0 || s.count("a/three") != 0 {
+		t.Errorf("Chutes was asked again after its 402: %v", s.order)
+	}
+	if k := res.Attempts[1].Kind; k != KindProviderRefused || res.Attempts[1].Model != "a/two" {
+		t.Errorf("attempt 2 %+v, want a/two skipped as provider_refused", res.Attempts[1])
+	}
+
+	// The other provider refuses its key while Chutes is down: the key
+	// diagnosis outranks "unavailable".
+	s = newScript(map[string]error{"a/one": up(503), "a/two": up(503), "local:llama": up(401), "a/three": up(503)})
+	r = New(cfg, nil, nil)
+	res, err = r.Do(context.Background(), Request{Model: "auto"}, s.try)
+	var ue *UpstreamError
+	if !errors.As(err, &ue) || ue.Status != 401 {
+		t.Fatalf("Do = %v, want the 401", err)
+	}
+	if s.count("a/three") != 1 || res.UpstreamAttempts() != 4 {
+		t.Errorf("calls %v: Chutes' last model must still be tried after local's 401", s.order)
+	}
+	if c := r.Model("local:llama").Counts(); c.TotalFailures != 0 {
+		t.Errorf("a refused key counted against the breaker: %+v", c)
+	}
 }

@@ -56,6 +56,7 @@ type committed struct {
 	cancel  context.CancelCauseFunc
 	model   string
 	key     string              // sent upstream; scrubbed from anything the upstream says
+	idle    time.Duration       // the provider's idle_timeout
 	reply   *assemble.Assembler // a stream's reply so far, when it may be resumed
 }
 
@@ -75,12 +76,14 @@ type call struct {
 	st   *state
 	r    *http.Request
 	info *reqInfo
-	url  string
+	path string // the endpoint below a provider's base_url
 	body payload.Body
-	key  string
-	// assemble: a plain chat or completion sent upstream as a stream
-	// (stream_plain) and assembled; streamed is that stream's body.
-	assemble bool
+	// chutesKey is the key for Chutes: the configured one or the client's.
+	// Other providers get their own key and never this one.
+	chutesKey string
+	// plain: a plain chat or completion, which a provider with stream_plain
+	// is sent as a stream (streamed, made once) and assembled.
+	plain    bool
 	streamed payload.Body
 	// track: keep a stream's reply so far (resume_streams).
 	track bool
@@ -102,7 +105,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, st *state, info
 	info.model, info.stream = body.Model, body.Stream
 
 	key, fromClient := s.upstreamKey(st, r)
-	if key == "" {
+	if key == "" && !s.reachesProvider(body.Model) {
 		s.writeError(w, r, st, info, diagnose.MissingKey(cfg.ProxyKey != ""))
 		return
 	}
@@ -116,14 +119,12 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, st *state, info
 	ctx, cancel := context.WithTimeout(r.Context(), cfg.Upstream.RequestTimeout.D())
 	defer cancel()
 
-	c := &call{s: s, st: st, r: r, info: info, url: upstreamURL(st.base, path, r.URL), body: body, key: key}
+	c := &call{s: s, st: st, r: r, info: info, path: path, body: body, chutesKey: key}
 	if info.endpoint != epEmbeddings {
 		if body.Stream {
 			c.track = cfg.Failover.ResumeStreams && info.endpoint == epChat
-		} else if cfg.Upstream.StreamPlain {
-			if c.streamed, err = body.Streamed(); err == nil {
-				c.assemble = true
-			}
+		} else if c.streamed, err = body.Streamed(); err == nil {
+			c.plain = true
 		}
 	}
 	var got *committed
@@ -141,6 +142,10 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, st *state, info
 			return // the client went away: nobody to answer
 		}
 		s.ensureCatalog(r.Context(), st, res, key)
+		if errors.Is(err, errNoChutesKey) {
+			s.writeError(w, r, st, info, diagnose.MissingKey(cfg.ProxyKey != ""))
+			return
+		}
 		s.writeError(w, r, st, info, diagnose.Explain(res, err, s.diagEnv(st, key, fromClient)))
 		return
 	}
@@ -156,13 +161,30 @@ func (s *Server) ensureCatalog(ctx context.Context, st *state, res failover.Resu
 		return
 	}
 	for _, a := range res.Attempts {
-		if a.Status == http.StatusNotFound {
+		if p, _ := st.cfg.Split(a.Model); a.Status == http.StatusNotFound && p == config.Chutes {
 			ctx, cancel := context.WithTimeout(ctx, modelsWait)
 			defer cancel()
 			_ = s.catalog.Fetch(ctx, st.client, st.base, key)
 			return
 		}
 	}
+}
+
+// errNoChutesKey fails a Chutes attempt of a chain that also has other
+// providers, when there is no Chutes key: the other providers may serve.
+var errNoChutesKey = &failover.UpstreamError{Status: http.StatusUnauthorized, Provider: config.Chutes,
+	Body: []byte(`{"detail":"no Chutes API key: none configured and none in the request"}`)}
+
+// reachesProvider reports whether the chain of model has a model of
+// another provider than Chutes, which needs no Chutes key.
+func (s *Server) reachesProvider(model string) bool {
+	cfg := s.state.Load().cfg
+	for _, id := range s.router.Resolve(model) {
+		if p, _ := cfg.Split(id); p != config.Chutes {
+			return true
+		}
+	}
+	return false
 }
 
 // upstreamKey picks the key sent to Chutes: the configured one, else the
@@ -187,6 +209,18 @@ func (s *Server) diagEnv(st *state, key string, fromClient bool) diagnose.Env {
 		KeyLooksWrong: key != "" && !strings.HasPrefix(key, "cpk_"),
 		Known:         s.catalog.IDs,
 		Account:       s.account,
+		Provider: func(model string) diagnose.Provider {
+			name, _ := st.cfg.Split(model)
+			t := st.target(name)
+			p := diagnose.Provider{Name: t.Name, BaseURL: t.BaseURL, KeyPrefix: config.Redact(t.Key.Reveal())}
+			if i := slices.IndexFunc(st.cfg.Providers, func(p config.Provider) bool { return p.Name == name }); i >= 0 {
+				p.KeyFrom = "api_key"
+				if e := st.cfg.Providers[i].APIKeyEnv; e != "" {
+					p.KeyFrom = fmt.Sprintf("api_key_env = %q", e)
+				}
+			}
+			return p
+		},
 	}
 	if !fromClient {
 		for _, n := range st.cfg.Notes {
@@ -232,8 +266,15 @@ func readBody(r *http.Request, limit int64) ([]byte, error) {
 // tokens after it. A continuation (resume) holds back the events before its
 // first token: the client has them already.
 func (c *call) attempt(ctx context.Context, body payload.Body, model string, continuation bool) (*committed, error) {
-	up := c.st.cfg.Upstream
-	first, idle := up.FirstByteTimeout.D(), up.IdleTimeout.D()
+	prov, upModel := c.st.cfg.Split(model)
+	t := c.st.target(prov)
+	key := t.Key.Reveal()
+	if t.IsChutes() {
+		if key = c.chutesKey; key == "" {
+			return nil, errNoChutesKey
+		}
+	}
+	first, idle := t.FirstByteTimeout, t.IdleTimeout
 	actx, cancel := context.WithCancelCause(ctx)
 	var flowing atomic.Bool // a token came: the timer is idle_timeout now
 	timer := time.AfterFunc(first, func() {
@@ -259,23 +300,23 @@ func (c *call) attempt(ctx context.Context, body payload.Body, model string, con
 		}
 		var se *failover.StreamError
 		if errors.As(err, &se) {
-			se.Reason = scrub(se.Reason, c.key)
+			se.Reason = scrub(se.Reason, key)
 		}
 		cancel(errDone)
 		return nil, err
 	}
 
-	assembled := c.assemble && !c.s.plainOnly(model)
-	if assembled {
+	assembled := c.plain && t.StreamPlain && !c.s.plainOnly(model)
+	if assembled && !continuation {
 		body = c.streamed
 	}
-	resp, err := c.send(actx, body, model)
+	resp, err := c.send(actx, t, key, body, upModel)
 	if err == nil && assembled && resp.StatusCode == http.StatusBadRequest {
 		// Some servers refuse "stream": true or stream_options: ask plain
 		// once; if that goes through, remember it for the model.
 		resp.Body.Close()
 		assembled = false
-		if resp, err = c.send(actx, c.body, model); err == nil && resp.StatusCode < 400 {
+		if resp, err = c.send(actx, t, key, c.body, upModel); err == nil && resp.StatusCode < 400 {
 			c.s.setPlainOnly(model)
 			c.s.log.Info("the upstream refuses to stream plain requests for this model: sending them plain", "model", model)
 		}
@@ -288,7 +329,8 @@ func (c *call) attempt(ctx context.Context, body payload.Body, model string, con
 		resp.Body.Close()
 		return fail(&failover.UpstreamError{
 			Status:      resp.StatusCode,
-			Body:        []byte(scrub(string(b), c.key)),
+			Provider:    t.Name,
+			Body:        []byte(scrub(string(b), key)),
 			ContentType: resp.Header.Get("Content-Type"),
 			RetryAfter:  failover.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()),
 		})
@@ -296,7 +338,7 @@ func (c *call) attempt(ctx context.Context, body payload.Body, model string, con
 
 	br := readers.Get().(*bufio.Reader)
 	br.Reset(resp.Body)
-	cm := &committed{resp: resp, br: br, cancel: cancel, model: model, key: c.key,
+	cm := &committed{resp: resp, br: br, cancel: cancel, model: model, key: key, idle: idle,
 		sse: strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")}
 	token := func() {
 		if !flowing.Swap(true) {
@@ -345,10 +387,11 @@ func (c *call) attempt(ctx context.Context, body payload.Body, model string, con
 	return cm, nil
 }
 
-// send makes one upstream request with body, its model set to model.
-func (c *call) send(ctx context.Context, body payload.Body, model string) (*http.Response, error) {
+// send makes one request to provider t with body, its model set to model
+// (the provider's own id, without the NAME: prefix).
+func (c *call) send(ctx context.Context, t target, key string, body payload.Body, model string) (*http.Response, error) {
 	rd, n := body.Reader(model)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, rd)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, upstreamURL(t.BaseURL, c.path, c.r.URL), rd)
 	if err != nil {
 		return nil, err
 	}
@@ -357,11 +400,14 @@ func (c *call) send(ctx context.Context, body payload.Body, model string) (*http
 		rd, _ := body.Reader(model)
 		return io.NopCloser(rd), nil
 	}
-	req.Header = upstreamHeader(c.r.Header, c.key)
+	req.Header = upstreamHeader(c.r.Header, key)
+	for k, v := range t.Headers {
+		req.Header.Set(k, v)
+	}
 	if req.Header.Get("Content-Type") == "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	return c.st.transport.RoundTrip(req)
+	return t.transport.RoundTrip(req)
 }
 
 // maxWholeBody is the largest non-stream answer read whole before the
@@ -517,8 +563,7 @@ type idle struct {
 }
 
 func (c *call) idleTimer(cm *committed) idle {
-	d := c.st.cfg.Upstream.IdleTimeout.D()
-	return idle{t: time.AfterFunc(d, func() { cm.cancel(errIdle) }), d: d}
+	return idle{t: time.AfterFunc(cm.idle, func() { cm.cancel(errIdle) }), d: cm.idle}
 }
 
 func (i idle) touch() { i.t.Reset(i.d) }
@@ -529,7 +574,7 @@ func (i idle) stop()  { i.t.Stop() }
 func (c *call) cutReason(cm *committed, err error) string {
 	switch context.Cause(cm.resp.Request.Context()) {
 	case errIdle:
-		return "no token for " + human.Duration(c.st.cfg.Upstream.IdleTimeout.D()) + " (idle_timeout)"
+		return "no token for " + human.Duration(cm.idle) + " (idle_timeout)"
 	case context.DeadlineExceeded:
 		return "request_timeout reached"
 	}

@@ -81,8 +81,11 @@ func (s *Server) setPlainOnly(model string) { s.streamRefusers.Store(model, true
 type state struct {
 	cfg       *config.Config
 	base      string          // base_url without a trailing slash
-	transport *http.Transport // every upstream request
+	transport *http.Transport // every request to Chutes
 	client    *http.Client    // model lists and probes, over transport
+	// providers are the [[providers]] by name, each with its own transport
+	// (its own connect_timeout, and never [upstream] resolver).
+	providers map[string]target
 	loopback  bool
 	hosts     map[string]bool
 	origins   map[string]bool
@@ -153,6 +156,22 @@ func (s *Server) Reload(cfg *config.Config) {
 			defer old.transport.CloseIdleConnections()
 		}
 	}
+	st.providers = make(map[string]target, len(cfg.Providers))
+	for _, p := range cfg.Providers {
+		t, _ := cfg.Target(p.Name)
+		if o, ok := old.provider(p.Name); ok && o.ConnectTimeout == t.ConnectTimeout {
+			st.providers[p.Name] = target{Target: t, transport: o.transport}
+			continue
+		}
+		st.providers[p.Name] = target{Target: t, transport: NewTransport(config.Upstream{ConnectTimeout: config.Duration(t.ConnectTimeout)})}
+	}
+	if old != nil {
+		for name, o := range old.providers {
+			if n, ok := st.providers[name]; !ok || n.transport != o.transport {
+				defer o.transport.CloseIdleConnections()
+			}
+		}
+	}
 	if old != nil {
 		s.router.Update(cfg)
 	}
@@ -161,7 +180,36 @@ func (s *Server) Reload(cfg *config.Config) {
 
 // Close releases idle upstream connections.
 func (s *Server) Close() {
-	s.state.Load().transport.CloseIdleConnections()
+	st := s.state.Load()
+	st.transport.CloseIdleConnections()
+	for _, t := range st.providers {
+		t.transport.CloseIdleConnections()
+	}
+}
+
+// target is one provider as an attempt needs it: its settings and its
+// transport.
+type target struct {
+	config.Target
+	transport *http.Transport
+}
+
+// target returns provider name's target; "chutes" (or a name no longer
+// configured, after a reload) is [upstream].
+func (st *state) target(name string) target {
+	if t, ok := st.provider(name); ok {
+		return t
+	}
+	t, _ := st.cfg.Target(config.Chutes)
+	return target{Target: t, transport: st.transport}
+}
+
+func (st *state) provider(name string) (target, bool) {
+	if st == nil {
+		return target{}, false
+	}
+	t, ok := st.providers[name]
+	return t, ok
 }
 
 // endpoint kinds
