@@ -9,8 +9,10 @@ import (
 	"net/url"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/chutes-proxy/chutes-proxy/internal/config"
 	"github.com/chutes-proxy/chutes-proxy/internal/diagnose"
 	"github.com/chutes-proxy/chutes-proxy/internal/failover"
 )
@@ -49,11 +51,17 @@ func (s *Server) models(w http.ResponseWriter, r *http.Request, st *state, info 
 		seen[e.ID] = true
 	}
 	now := time.Now().Unix()
-	// Configured models the upstream did not list (or no list at all).
+	// Configured models the upstream did not list (or no list at all),
+	// and every other provider's model of the config as NAME:MODEL, so that
+	// an app's model picker offers them.
 	for _, m := range st.cfg.Models {
-		if !seen[m.ID] {
-			seen[m.ID] = true
-			data = append(data, modelEntry(m.ID, "", now))
+		for _, id := range append([]string{m.ID}, m.Fallbacks...) {
+			p, _ := st.cfg.Split(id)
+			if seen[id] || (id != m.ID && p == config.Chutes) {
+				continue
+			}
+			seen[id] = true
+			data = append(data, modelEntry(id, "", now))
 		}
 	}
 	aliases := s.router.Aliases()
@@ -80,7 +88,11 @@ func (s *Server) models(w http.ResponseWriter, r *http.Request, st *state, info 
 }
 
 func modelEntry(id, aliasFor string, created int64) json.RawMessage {
-	e := map[string]any{"id": id, "object": "model", "created": created, "owned_by": "chutes-proxy"}
+	owner := "chutes-proxy"
+	if p, _, ok := strings.Cut(id, ":"); ok && !strings.Contains(p, "/") {
+		owner = p // a provider's NAME:MODEL
+	}
+	e := map[string]any{"id": id, "object": "model", "created": created, "owned_by": owner}
 	if aliasFor != "" {
 		e["alias_for"] = aliasFor
 		e["root"] = aliasFor

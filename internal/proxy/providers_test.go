@@ -318,3 +318,34 @@ func TestOpenAIClientSeesOtherProvider(t *testing.T) {
 		t.Fatalf("stream: %q, %v", text.String(), err)
 	}
 }
+
+// TestModelsListsProviderModels: /v1/models offers the config's
+// provider-prefixed models, so that a chat UI's model picker shows them.
+func TestModelsListsProviderModels(t *testing.T) {
+	_, _, _, llog, ts, _ := twoProviders(t, []simulator.ModelScenario{{ID: "a/one"}}, nil,
+		[]string{"a/one", "local:llama3.1:8b"}, nil)
+	resp, err := http.Get(ts.URL + "/v1/models")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var list struct {
+		Data []struct {
+			ID      string `json:"id"`
+			OwnedBy string `json:"owned_by"`
+		}
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, m := range list.Data {
+		got[m.ID] = m.OwnedBy
+	}
+	if got["local:llama3.1:8b"] != "local" || got["a/one"] == "" || got["auto"] == "" {
+		t.Fatalf("models %v", got)
+	}
+	if n := len(llog.all()); n != 0 {
+		t.Errorf("listing models asked the provider %d times", n)
+	}
+}
