@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/chutes-proxy/chutes-proxy/internal/config"
 	"github.com/chutes-proxy/chutes-proxy/internal/simulator"
@@ -27,6 +29,27 @@ var demoChain = []string{
 	"deepseek-ai/DeepSeek-R1",
 	"Qwen/Qwen2.5-72B-Instruct",
 	"chutesai/Mistral-Small-3.1-24B-Instruct-2503",
+}
+
+// outageModel is the local provider's model in `demo --outage`, and
+// outageChain the chain that ends with it.
+const outageModel = "llama3.1:8b"
+
+var outageChain = append(append([]string(nil), demoChain[:2]...), "local:"+outageModel)
+
+// outageProvider is the [[providers]] table of `demo --outage`: a second
+// simulator, as a local Ollama or llama.cpp server would be.
+const outageProvider = `
+[[providers]]                   # demo --outage: a second simulator plays a local model server
+name = "local"
+base_url = %q
+`
+
+// outageScenario is that second simulator's: one healthy local model.
+func outageScenario() simulator.Scenario {
+	return simulator.Scenario{AcceptAnyKey: true, Models: []simulator.ModelScenario{{ID: outageModel, Behavior: simulator.Behavior{
+		TTFT: 150 * time.Millisecond, TokensPerSecond: 40,
+		Reply: "Hello from a local model. Chutes is down, and the chat goes on through another provider."}}}}
 }
 
 // resumeChain is the chain of `demo --resume`: a model that cuts half of its
@@ -57,7 +80,7 @@ cooldown = "30s"
 
 [failover]
 resume_streams = %t             # true in demo --resume: cut streams are continued
-
+%s
 [[models]]
 id = %q
 aliases = ["auto", "r1"]
@@ -72,12 +95,19 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("demo", "Run a simulated Chutes (offline, no key needed) and the proxy in front of it, with a chain\nwhose first model is down and second flaky, and print curl lines that show failover. Ctrl-C stops both.", stdout, stderr)
 	listen := fs.String("listen", defaultDemoListen, "address the proxy listens on")
 	resume := fs.Bool("resume", false, "a chain whose first model cuts half of its streams mid-reply, with resume_streams on: every streamed reply still arrives whole")
+	outage := fs.Bool("outage", false, "Chutes down entirely (nothing listens), and a second simulator as another provider that the chain moves to")
 	if code, done := parse(fs, args); done {
 		return code
 	}
 	sc, chain := simulator.DefaultScenario(), demoChain
-	if *resume {
+	switch {
+	case *resume && *outage:
+		fmt.Fprintln(stderr, "chutes-proxy demo: choose one of --resume and --outage")
+		return 2
+	case *resume:
 		sc, chain = simulator.ResumeScenario(), resumeChain
+	case *outage:
+		chain = outageChain
 	}
 
 	// Say plainly when the port is taken, before starting anything. serve
@@ -91,22 +121,38 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	ln.Close()
 
-	sim := simulator.New(sc)
-	simLn, err := net.Listen("tcp", "127.0.0.1:0")
+	// The simulators stop after the proxy has drained, since the proxy's
+	// requests in flight need them.
+	simCtx, stopSims := context.WithCancel(context.WithoutCancel(ctx))
+	var sims sync.WaitGroup
+	defer func() {
+		stopSims()
+		sims.Wait()
+	}()
+	startSim := func(sc simulator.Scenario) (string, error) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "", fmt.Errorf("cannot start a simulator: %w", err)
+		}
+		sims.Go(func() { _ = serveSimulator(simCtx, simulator.New(sc), ln) })
+		return "http://" + ln.Addr().String() + "/v1", nil
+	}
+	simBase, err := startSim(sc)
 	if err != nil {
-		fmt.Fprintln(stderr, "chutes-proxy demo: cannot start the simulator:", err)
+		fmt.Fprintln(stderr, "chutes-proxy demo:", err)
 		return 1
 	}
-	simCtx, stopSim := context.WithCancel(context.WithoutCancel(ctx))
-	simDone := make(chan error, 1)
-	go func() { simDone <- serveSimulator(simCtx, sim, simLn) }()
-	// The simulator stops after the proxy has drained, since the proxy's
-	// requests in flight need it.
-	defer func() {
-		stopSim()
-		<-simDone
-	}()
-	simBase := "http://" + simLn.Addr().String() + "/v1"
+	providers := ""
+	if *outage {
+		// Chutes is down entirely: nothing listens where it was.
+		simBase = "http://" + closedAddr() + "/v1"
+		localBase, err := startSim(outageScenario())
+		if err != nil {
+			fmt.Fprintln(stderr, "chutes-proxy demo:", err)
+			return 1
+		}
+		providers = fmt.Sprintf(outageProvider, localBase)
+	}
 
 	dir, err := os.MkdirTemp("", "chutes-proxy-demo-")
 	if err != nil {
@@ -115,7 +161,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	defer os.RemoveAll(dir)
 	file := filepath.Join(dir, "proxy.toml")
-	text := fmt.Sprintf(demoConfigTOML, *listen, simBase, demoKey, *resume, chain[0], tomlList(chain[1:]))
+	text := fmt.Sprintf(demoConfigTOML, *listen, simBase, demoKey, *resume, providers, chain[0], tomlList(chain[1:]))
 	if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
 		fmt.Fprintln(stderr, "chutes-proxy demo:", err)
 		return 1
@@ -134,6 +180,10 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	defer lw.Flush()
 	log := newLogger(lw)
 	ready := func(addr string) {
+		if *outage {
+			printOutageBanner(stdout, addr, simBase, file)
+			return
+		}
 		printDemoBanner(stdout, sc, chain, *resume, addr, simBase, file, cfg)
 	}
 	return serve(ctx, cfg, opts, log, stdout, ready)
@@ -179,6 +229,44 @@ func printDemoBanner(w io.Writer, sc simulator.Scenario, chain []string, resume 
 	fmt.Fprintf(w, "After %d failures in a row DeepSeek-R1's circuit breaker opens: for %s requests skip it\n",
 		cfg.LimitsFor(demoChain[0]).Failures, cfg.LimitsFor(demoChain[0]).Cooldown)
 	fmt.Fprintln(w, "without trying it (Attempts drops to 1, the status page shows it open).")
+	fmt.Fprintln(w, "Ctrl-C stops the demo.")
+	fmt.Fprintln(w)
+}
+
+// closedAddr is a loopback address where nothing listens: connections to it
+// are refused at once, as when Chutes' gateway is down.
+func closedAddr() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "127.0.0.1:9"
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// printOutageBanner says what `demo --outage` shows.
+func printOutageBanner(w io.Writer, addr, chutesBase, file string) {
+	fmt.Fprintln(w, "chutes-proxy demo --outage: Chutes is down entirely, and another provider keeps the chat going.")
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "  proxy        http://%s/v1   (any API key)\n", addr)
+	fmt.Fprintf(w, "  status page  http://%s/\n", addr)
+	fmt.Fprintf(w, "  Chutes       %s   (nothing listens: every connection is refused)\n", chutesBase)
+	fmt.Fprintf(w, "  config       %s\n", file)
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, `The model "auto" is this chain, tried in order:`)
+	for i, id := range outageChain {
+		what := "Chutes: unreachable"
+		if strings.HasPrefix(id, "local:") {
+			what = `the provider "local" (a second simulator, as a local Ollama would be): healthy`
+		}
+		fmt.Fprintf(w, "  %d. %-28s %s\n", i+1, id, what)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Try it in another terminal: X-Chutes-Proxy-Model says local:"+outageModel+", within a few")
+	fmt.Fprintln(w, "milliseconds of the refused connections (after three, Chutes' models are skipped at once):")
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "  %s\n\n", demoCurl(addr, false))
+	fmt.Fprintf(w, "  %s\n\n", demoCurl(addr, true))
 	fmt.Fprintln(w, "Ctrl-C stops the demo.")
 	fmt.Fprintln(w)
 }
