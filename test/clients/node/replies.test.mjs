@@ -51,3 +51,15 @@ test('a stream cut mid-reply and resumed reads as one reply', async () => {
   assert.equal(text, REPLY);
   assert.equal(ids.size, 1, `ids ${[...ids]}`);
 });
+
+test('a reply from another provider when Chutes is down, plain and streamed', async () => {
+  const { data, response } = await client.chat.completions
+    .create({ model: 'outage', messages })
+    .withResponse();
+  assert.equal(data.choices[0].message.content, 'from another provider');
+  assert.equal(response.headers.get('x-chutes-proxy-model'), 'local:llm');
+  const stream = await client.chat.completions.create({ model: 'outage', messages, stream: true });
+  let text = '';
+  for await (const chunk of stream) text += chunk.choices[0]?.delta?.content ?? '';
+  assert.equal(text, 'from another provider');
+});
