@@ -2,6 +2,10 @@
 // what /v1/models serves, what "did you mean" suggests from, and each
 // model's context window. The health probe refreshes it in the background;
 // the proxy fetches it on demand when it is empty or stale.
+//
+// It also keeps each other provider's list apart from Chutes', so that
+// Lookup("openrouter:deepseek/deepseek-r1:free") knows that model's context
+// window while IDs, Listed and Entries stay Chutes' alone.
 package catalog
 
 import (
@@ -10,8 +14,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/chutes-proxy/chutes-proxy/internal/config"
 )
 
 // Entry is one model of the upstream's list. Raw is the entry as the
@@ -30,6 +37,9 @@ type Catalog struct {
 	index   map[string]int
 	fetched time.Time
 	lastErr error
+	// providers are the other providers' lists by provider name, each
+	// indexed by the provider's own model id (without "NAME:").
+	providers map[string]map[string]Entry
 
 	fetchMu sync.Mutex // one fetch at a time
 }
@@ -58,15 +68,60 @@ func (c *Catalog) IDs() []string {
 	return ids
 }
 
-// Lookup returns the entry for id.
+// Lookup returns the entry for id: a Chutes id, "chutes:MODEL", or
+// "NAME:MODEL" of a provider whose list SetProvider stored (its Entry.ID is
+// then the provider's own id, MODEL).
 func (c *Catalog) Lookup(id string) (Entry, bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	i, ok := c.index[id]
-	if !ok {
+	if i, ok := c.index[id]; ok {
+		return c.entries[i], true
+	}
+	name, model, ok := strings.Cut(id, ":")
+	if !ok || strings.Contains(name, "/") {
 		return Entry{}, false
 	}
-	return c.entries[i], true
+	if name == config.Chutes {
+		i, ok := c.index[model]
+		if !ok {
+			return Entry{}, false
+		}
+		return c.entries[i], true
+	}
+	e, ok := c.providers[name][model]
+	return e, ok
+}
+
+// ProviderListed reports whether provider name lists model (its own id,
+// without "NAME:"); known is false when no list of it is stored.
+func (c *Catalog) ProviderListed(name, model string) (listed, known bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	list, known := c.providers[name]
+	_, listed = list[model]
+	return listed, known
+}
+
+// SetProvider replaces provider name's list; nil entries forget it (the
+// provider left the config, or its base_url changed).
+func (c *Catalog) SetProvider(name string, entries []Entry) {
+	var list map[string]Entry
+	if entries != nil {
+		list = make(map[string]Entry, len(entries))
+		for _, e := range entries {
+			list[e.ID] = e
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if list == nil {
+		delete(c.providers, name)
+		return
+	}
+	if c.providers == nil {
+		c.providers = map[string]map[string]Entry{}
+	}
+	c.providers[name] = list
 }
 
 // Listed reports whether id is in the list; known is false when there is
