@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/chutes-proxy/chutes-proxy/internal/catalog"
+	"github.com/chutes-proxy/chutes-proxy/internal/config"
 	"github.com/chutes-proxy/chutes-proxy/internal/failover"
 	"github.com/chutes-proxy/chutes-proxy/internal/human"
 )
@@ -61,6 +62,9 @@ type Reachability struct {
 	TTFBMS *int64 `json:"ttfb_ms"`
 	// Models is how many models the list holds.
 	Models int `json:"models_listed"`
+	// Reason is the upstream's own words with an error status ("Invalid
+	// token"), for a caller that explains it (doctor); "" otherwise.
+	Reason string `json:"-"`
 	// Err is what ended the probe without a whole answer, for a caller
 	// that explains it (doctor); nil when an answer came.
 	Err error `json:"-"`
@@ -71,26 +75,32 @@ type Reachability struct {
 // OK reports whether the upstream answered with a model list.
 func (r Reachability) OK() bool { return r.FailedStep == "" && !r.Checked.IsZero() }
 
-// Probe fetches {base}/models once with client's transport settings and
-// returns what happened and, on success, the list. It times DNS, connect,
-// TLS and the first byte over a fresh connection, so that every step is
-// measured and client's pooled connections are left alone. It never sends
-// a completion. key may be "" (Chutes serves the list to anyone).
-func Probe(ctx context.Context, client *http.Client, base, key string) (Reachability, []catalog.Entry) {
+// Probe fetches {t.BaseURL}/models once with client's transport settings
+// and returns what happened and, on success, the list. It times DNS,
+// connect, TLS and the first byte over a fresh connection, so that every
+// step is measured and client's pooled connections are left alone. It
+// never sends a completion. It sends t.Key as a Bearer token, none when
+// t.Key is "" (Chutes serves the list to anyone; a local server wants no
+// key), and t.Headers (a provider's own, such as OpenRouter's
+// HTTP-Referer): t is one provider's, so no other provider's key goes along.
+func Probe(ctx context.Context, client *http.Client, t config.Target) (Reachability, []catalog.Entry) {
 	start := time.Now()
-	r := Reachability{Checked: start, URL: strings.TrimRight(base, "/") + "/models"}
+	r := Reachability{Checked: start, URL: strings.TrimRight(t.BaseURL, "/") + "/models"}
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
-	var t tracer
-	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, t.trace()), http.MethodGet, r.URL, nil)
+	var tr tracer
+	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, tr.trace()), http.MethodGet, r.URL, nil)
 	if err != nil {
 		r.FailedStep, r.Error = StepOther, err.Error()
 		return r, nil
 	}
-	if key != "" {
+	if key := t.Key.Reveal(); key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
 	}
 	req.Header.Set("Accept", "application/json")
+	for k, v := range t.Headers {
+		req.Header.Set(k, v)
+	}
 	c, closeIdle := fresh(client)
 	defer closeIdle()
 	var body []byte
@@ -102,9 +112,9 @@ func Probe(ctx context.Context, client *http.Client, base, key string) (Reachabi
 	}
 	r.LatencyMS = time.Since(start).Milliseconds()
 
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	r.DNSMS, r.ConnectMS, r.TLSMS, r.TTFBMS, r.TLS, r.Err = t.dns, t.connect, t.tls, t.ttfb, t.state, err
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	r.DNSMS, r.ConnectMS, r.TLSMS, r.TTFBMS, r.TLS, r.Err = tr.dns, tr.connect, tr.tls, tr.ttfb, tr.state, err
 	var op *net.OpError
 	switch {
 	case err == nil && r.Status == http.StatusOK:
@@ -120,15 +130,16 @@ func Probe(ctx context.Context, client *http.Client, base, key string) (Reachabi
 		r.FailedStep, r.Error = StepResponse, "GET "+r.URL+" answered 200 with "+seen+", not a model list"
 	case err == nil:
 		ue := &failover.UpstreamError{Status: r.Status, Body: body}
-		r.FailedStep, r.Error = StepHTTP, "GET "+r.URL+" answered "+strconv.Itoa(r.Status)+": "+ue.Reason()
+		r.Reason = ue.Reason()
+		r.FailedStep, r.Error = StepHTTP, "GET "+r.URL+" answered "+strconv.Itoa(r.Status)+": "+r.Reason
 		if r.Status == http.StatusNotFound || r.Status < 500 && r.Status != http.StatusTooManyRequests && failover.LooksLikeHTML(body) {
 			r.FailedStep = StepResponse
 		}
-	case t.dnsErr != nil || errors.As(err, new(*net.DNSError)):
+	case tr.dnsErr != nil || errors.As(err, new(*net.DNSError)):
 		r.FailedStep, r.Error = StepDNS, failover.Describe(err)
-	case t.tlsErr != nil:
+	case tr.tlsErr != nil:
 		r.FailedStep, r.Error = StepTLS, failover.Describe(err)
-	case t.connErr != nil || r.ConnectMS == nil && errors.As(err, &op) && op.Op == "dial":
+	case tr.connErr != nil || r.ConnectMS == nil && errors.As(err, &op) && op.Op == "dial":
 		r.FailedStep, r.Error = StepConnect, failover.Describe(err)
 	case failover.IsTimeout(err):
 		r.FailedStep, r.Error = StepTimeout, "GET "+r.URL+": no answer within "+human.Duration(time.Since(start).Round(time.Second))

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/chutes-proxy/chutes-proxy/internal/config"
 )
 
 // TestProbeSteps probes loopback servers that fail at each step and checks
@@ -60,7 +62,7 @@ func TestProbeSteps(t *testing.T) {
 				tr = &http.Transport{}
 			}
 			defer tr.(*http.Transport).CloseIdleConnections()
-			r, entries := Probe(context.Background(), &http.Client{Transport: tr}, tt.base, "")
+			r, entries := Probe(context.Background(), &http.Client{Transport: tr}, config.Target{BaseURL: tt.base})
 			if r.FailedStep != tt.step || r.OK() != (tt.step == "") {
 				t.Fatalf("probe = %+v, want step %q", r, tt.step)
 			}
@@ -83,17 +85,37 @@ func TestProbeSteps(t *testing.T) {
 	}
 }
 
-// TestProbeSendsTheKey: the key goes in the Authorization header, and the
-// probe leaves the client's pool alone.
+// TestProbeSendsTheKey: the target's key goes in the Authorization header
+// with its own headers, no key means no Authorization header at all, and
+// the probe leaves the client's pool alone.
 func TestProbeSendsTheKey(t *testing.T) {
-	var auth string
+	var got http.Header
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		auth = r.Header.Get("Authorization")
+		got = r.Header.Clone()
 		io.WriteString(w, `{"data":[]}`)
 	}))
 	defer srv.Close()
-	if r, _ := Probe(context.Background(), srv.Client(), srv.URL+"/v1/", "cpk_k"); !r.OK() || r.URL != srv.URL+"/v1/models" || auth != "Bearer cpk_k" {
-		t.Fatalf("probe %+v, Authorization %q", r, auth)
+	target := config.Target{BaseURL: srv.URL + "/v1/", Key: "cpk_k", Headers: map[string]string{"X-Title": "chutes-proxy"}}
+	if r, _ := Probe(context.Background(), srv.Client(), target); !r.OK() || r.URL != srv.URL+"/v1/models" ||
+		got.Get("Authorization") != "Bearer cpk_k" || got.Get("X-Title") != "chutes-proxy" {
+		t.Fatalf("probe %+v, headers %v", r, got)
+	}
+	if r, _ := Probe(context.Background(), srv.Client(), config.Target{BaseURL: srv.URL + "/v1"}); !r.OK() || got["Authorization"] != nil {
+		t.Fatalf("probe %+v without a key sent Authorization %q", r, got["Authorization"])
+	}
+}
+
+// TestProbeKeyRefused: a 401 is an HTTP answer whose words are kept for the
+// caller that explains them.
+func TestProbeKeyRefused(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusUnauthorized)
+		io.WriteString(w, `{"error":{"message":"No auth credentials found","code":401}}`)
+	}))
+	defer srv.Close()
+	r, _ := Probe(context.Background(), srv.Client(), config.Target{BaseURL: srv.URL, Key: "sk-or-bad"})
+	if r.FailedStep != StepHTTP || r.Status != http.StatusUnauthorized || r.Reason != "No auth credentials found" {
+		t.Fatalf("probe = %+v", r)
 	}
 }
 
@@ -110,7 +132,7 @@ func (hang) RoundTrip(r *http.Request) (*http.Response, error) {
 func TestProbeTimesOut(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		start := time.Now()
-		r, _ := Probe(context.Background(), &http.Client{Transport: hang{}}, "https://llm.chutes.ai/v1", "")
+		r, _ := Probe(context.Background(), &http.Client{Transport: hang{}}, config.Target{BaseURL: "https://llm.chutes.ai/v1"})
 		if r.FailedStep != StepTimeout || !strings.Contains(r.Error, "no answer within 20s") || time.Since(start) != probeTimeout {
 			t.Fatalf("probe = %+v after %v", r, time.Since(start))
 		}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/chutes-proxy/chutes-proxy/internal/catalog"
 	"github.com/chutes-proxy/chutes-proxy/internal/chutes"
+	"github.com/chutes-proxy/chutes-proxy/internal/config"
 	"github.com/chutes-proxy/chutes-proxy/internal/failover"
 	"github.com/chutes-proxy/chutes-proxy/internal/human"
 )
@@ -166,7 +167,7 @@ func (r *runner) probe(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, tcpTimeout+tlsTimeout+modelsTimeout)
 	defer cancel()
 	var entries []catalog.Entry
-	r.path, entries = chutes.Probe(ctx, r.client, r.target.base, "")
+	r.path, entries = chutes.Probe(ctx, r.client, config.Target{BaseURL: r.target.base})
 	if r.path.OK() {
 		r.known = make([]string, len(entries))
 		for i, e := range entries {

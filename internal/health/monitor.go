@@ -310,7 +310,8 @@ type Probe struct {
 func (m *Monitor) ProbeNow(ctx context.Context, client *http.Client) Probe {
 	cfg := m.config()
 	key := cfg.Upstream.APIKey.Reveal()
-	r, entries := chutes.Probe(ctx, client, cfg.Upstream.BaseURL, key)
+	t, _ := cfg.Target(config.Chutes)
+	r, entries := chutes.Probe(ctx, client, t)
 	p := Probe{Reachability: r}
 	if ctx.Err() != nil {
 		return p
