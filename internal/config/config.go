@@ -72,6 +72,17 @@ type Failover struct {
 	// model first, then the chain) instead of ending it with
 	// stream_interrupted. Each resume is one more upstream request.
 	ResumeStreams bool `toml:"resume_streams"`
+	// LearnedCutoff cuts an attempt with no token after
+	// max(CutoffFloor, CutoffFactor × the model's recent p95 time to first
+	// token), once 20 samples are known, never later than
+	// first_byte_timeout: a hung miner costs seconds, not a minute.
+	LearnedCutoff bool     `toml:"learned_cutoff"`
+	CutoffFactor  float64  `toml:"cutoff_factor" check:"positive"`
+	CutoffFloor   Duration `toml:"cutoff_floor" check:"positive"`
+	// Hedge also starts the next model when one passes its p95 with no
+	// token; the first token wins and the other request is cancelled. Each
+	// hedge is one more upstream request against the daily quota.
+	Hedge bool `toml:"hedge"`
 }
 
 // Breaker holds the circuit-breaker defaults for every model.

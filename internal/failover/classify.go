@@ -109,11 +109,17 @@ func (e *StreamError) Error() string { return "stream began with an error: " + e
 type TimeoutError struct {
 	After time.Duration
 	Idle  bool
+	// Learned: After was the model's learned cut-off, shorter than
+	// first_byte_timeout.
+	Learned bool
 }
 
 func (e *TimeoutError) Error() string {
-	if e.Idle {
+	switch {
+	case e.Idle:
 		return "no token for " + human.Duration(e.After) + " mid-reply (idle_timeout)"
+	case e.Learned:
+		return "no token after " + human.Duration(e.After) + " (the model's learned cut-off, from its recent replies)"
 	}
 	return "no token after " + human.Duration(e.After) + " (first_byte_timeout)"
 }

@@ -4,11 +4,9 @@
 package failover
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"log/slog"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -259,109 +257,6 @@ type Request struct {
 // tried rather than skipped when in doubt.
 func EstimateTokens(bodyBytes int) int { return bodyBytes / 4 }
 
-// Do walks the chain of the requested model. try is called at most
-// max_attempts times; it returns nil when a model is committed. The returned
-// error is nil on success, ErrExhausted when the chain ran out, or the
-// failure that must go back to the client as is (Classify's Return), or the
-// context's error when the client went away.
-func (r *Router) Do(ctx context.Context, req Request, try TryFunc) (res Result, err error) {
-	chain := r.Resolve(req.Model)
-	if req.From != "" {
-		if i := slices.Index(chain, req.From); i >= 0 {
-			chain = chain[i:]
-		} else {
-			chain = append([]string{req.From}, chain...)
-		}
-	}
-	res = Result{Requested: req.Model, Attempts: make([]Attempt, 0, len(chain))}
-	if w, ok := r.obs.(WalkObserver); ok {
-		defer func() { w.Walked(res, err) }()
-	}
-	cfg := r.table.Load().cfg
-	maxAttempts := cfg.Failover.MaxAttempts
-	if req.MaxAttempts > 0 {
-		maxAttempts = min(maxAttempts, req.MaxAttempts)
-	}
-	made := 0
-	// refused is the first 401/402/403, and refusers the providers it and
-	// any later one came from: their other models are skipped.
-	var refused error
-	var refusers []string
-	for _, id := range chain {
-		if made >= maxAttempts {
-			break
-		}
-		if err := ctx.Err(); err != nil {
-			return res, err
-		}
-		if p, _ := cfg.Split(id); slices.Contains(refusers, p) {
-			r.record(&res, Attempt{Model: id, Kind: KindProviderRefused,
-				Reason: "skipped: " + p + " refused the key or wants payment (see the attempt before)"}, 0)
-			continue
-		}
-		m := r.Model(id)
-		wait, skip, ok := r.admit(m, req.PromptTokens, len(chain) > 1)
-		if !ok {
-			r.record(&res, skip, 0)
-			continue
-		}
-		if err := wait.wait(ctx); err != nil {
-			return res, err
-		}
-		done, err := m.breaker.Load().Allow()
-		if err != nil {
-			// Half-open and its one trial request is taken by another.
-			wait.cancel()
-			r.record(&res, m.skipOpen(time.Now()), 0)
-			continue
-		}
-		made++
-		start := time.Now()
-		var tok time.Time
-		err = try(context.WithValue(ctx, firstTokenKey{}, &tok), id)
-		elapsed := time.Since(start)
-		if !tok.IsZero() {
-			elapsed = tok.Sub(start)
-		}
-		a, action := m.settle(err, done)
-		a.DurationMS = elapsed.Milliseconds()
-		r.record(&res, a, elapsed)
-		switch {
-		case err == nil:
-			res.Model = id
-			return res, nil
-		case action == SkipProvider:
-			p, _ := cfg.Split(id)
-			refusers = append(refusers, p)
-			refused = cmp.Or(refused, err)
-			r.log.LogAttrs(ctx, slog.LevelInfo, "provider refused the key or wants payment, trying other providers",
-				slog.String("model", id), slog.String("provider", p), slog.Int("status", a.Status), slog.String("reason", a.Reason))
-			continue
-		case action != Next:
-			return res, err
-		}
-		r.log.LogAttrs(ctx, slog.LevelInfo, "model failed, trying the next",
-			slog.String("model", id), slog.Int("status", a.Status), slog.String("reason", a.Reason))
-	}
-	if refused != nil {
-		return res, refused
-	}
-	return res, ErrExhausted
-}
-
-type firstTokenKey struct{}
-
-// FirstToken marks, from inside a TryFunc and in its goroutine, the moment
-// its attempt's first token arrived. A try that returns later than that (a
-// plain reply read whole before it is committed) is then observed with its
-// time to first token, which is what the health statistics and learned
-// time-outs are about, not the length of the reply.
-func FirstToken(ctx context.Context) {
-	if p, ok := ctx.Value(firstTokenKey{}).(*time.Time); ok && p.IsZero() {
-		*p = time.Now()
-	}
-}
-
 // admit decides whether m may be tried now: it skips a model whose context
 // window is too small for the prompt (only when the chain has another), whose
 // breaker is open, which is cooling after a 429, or whose limiter has no
@@ -408,14 +303,6 @@ func (m *Model) settle(err error, done func(error)) (Attempt, Action) {
 		a.RetryAfter = m.cool(time.Now(), ue.RetryAfter)
 	}
 	return a, action
-}
-
-// record appends a to the walk's record and tells the observer.
-func (r *Router) record(res *Result, a Attempt, d time.Duration) {
-	res.Attempts = append(res.Attempts, a)
-	if r.obs != nil {
-		r.obs.Attempted(a.Model, a, d)
-	}
 }
 
 // SetContextLengths tells the router where context windows are known (the

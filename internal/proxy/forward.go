@@ -127,10 +127,17 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, st *state, info
 			c.plain = true
 		}
 	}
+	// With [failover] hedge, two attempts may run at once; only the one
+	// whose first token came first commits, so got is set once.
 	var got *committed
+	var gotMu sync.Mutex
 	try := func(ctx context.Context, model string) error {
-		var err error
-		got, err = c.attempt(ctx, c.body, model, false)
+		cm, err := c.attempt(ctx, c.body, model, false)
+		if err == nil {
+			gotMu.Lock()
+			got = cm
+			gotMu.Unlock()
+		}
 		return err
 	}
 	res, err := s.router.Do(ctx, failover.Request{Model: body.Model, PromptTokens: failover.EstimateTokens(len(raw))}, try)
@@ -274,7 +281,8 @@ func (c *call) attempt(ctx context.Context, body payload.Body, model string, con
 			return nil, errNoChutesKey
 		}
 	}
-	first, idle := t.FirstByteTimeout, t.IdleTimeout
+	first, learned := c.s.router.CutOff(model, t.FirstByteTimeout)
+	idle := t.IdleTimeout
 	actx, cancel := context.WithCancelCause(ctx)
 	var flowing atomic.Bool // a token came: the timer is idle_timeout now
 	timer := time.AfterFunc(first, func() {
@@ -287,7 +295,7 @@ func (c *call) attempt(ctx context.Context, body payload.Body, model string, con
 	timedOut := func() error {
 		switch context.Cause(actx) {
 		case errFirstByte:
-			return &failover.TimeoutError{After: first}
+			return &failover.TimeoutError{After: first, Learned: learned}
 		case errIdle:
 			return &failover.TimeoutError{After: idle, Idle: true}
 		}
@@ -340,11 +348,14 @@ func (c *call) attempt(ctx context.Context, body payload.Body, model string, con
 	br.Reset(resp.Body)
 	cm := &committed{resp: resp, br: br, cancel: cancel, model: model, key: key, idle: idle,
 		sse: strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")}
-	token := func() {
-		if !flowing.Swap(true) {
-			failover.FirstToken(ctx)
+	// token is called at each token before the commit; false means this
+	// attempt lost a hedge and must give up.
+	token := func() bool {
+		if !flowing.Swap(true) && !failover.FirstToken(ctx) {
+			return false
 		}
 		timer.Reset(idle)
+		return true
 	}
 	ep := assemble.Chat
 	if c.info.endpoint == epCompletions {
@@ -360,6 +371,9 @@ func (c *call) attempt(ctx context.Context, body payload.Body, model string, con
 		var held, tok []byte
 		cm.reply = assemble.New(ep)
 		held, tok, err = firstToken(br, cm.reply)
+		if err == nil && !token() {
+			err = failover.ErrHedgeLost
+		}
 		cm.pending = append(held, tok...)
 		if continuation {
 			cm.pending = tok
@@ -370,6 +384,9 @@ func (c *call) attempt(ctx context.Context, body payload.Body, model string, con
 	default:
 		if err = firstBytes(br, resp); err == nil {
 			cm.pending, cm.whole, err = readAhead(br, resp.ContentLength)
+		}
+		if err == nil && !token() {
+			err = failover.ErrHedgeLost
 		}
 	}
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/openai/openai-go/v3/option"
 
 	"github.com/chutes-proxy/chutes-proxy/internal/config"
+	"github.com/chutes-proxy/chutes-proxy/internal/failover"
 	"github.com/chutes-proxy/chutes-proxy/internal/simulator"
 )
 
@@ -389,5 +390,47 @@ func TestAssembledReplyFidelity(t *testing.T) {
 	}
 	if len(resp.Choices) != 1 || len(resp.Choices[0].Message.ToolCalls) != 2 || resp.Choices[0].Message.ToolCalls[0].Function.Name != "get_weather" {
 		t.Fatalf("openai-go read %+v", resp.Choices)
+	}
+}
+
+// p95s is a failover.Observer that says every model has a long history
+// with a p95 time to first token of p95.
+type p95s struct{ p95 time.Duration }
+
+func (p95s) Attempted(string, failover.Attempt, time.Duration) {}
+func (p p95s) FirstTokenP95(string) (time.Duration, int)       { return p.p95, 100 }
+
+// TestLearnedCutOff: a model whose replies usually start within 50 ms, now
+// hung before its first token, is left at its learned cut-off
+// (max(cutoff_floor, 3 × p95) = 300 ms), not at first_byte_timeout (10 s),
+// while a slow model still within its cut-off is not cut.
+func TestLearnedCutOff(t *testing.T) {
+	sim, cfg := simConfig(t, []simulator.ModelScenario{
+		{ID: "hung/one", Behavior: simulator.Behavior{Kind: simulator.KindHang}},
+		{ID: "slow/two", Behavior: simulator.Behavior{TTFT: 150 * time.Millisecond, Reply: "slow but healthy"}},
+	}, []string{"hung/one", "slow/two"}, func(c *config.Config) {
+		c.Upstream.FirstByteTimeout = config.Duration(10 * time.Second)
+		c.Failover.LearnedCutoff = true
+		c.Failover.CutoffFactor = 3
+		c.Failover.CutoffFloor = config.Duration(300 * time.Millisecond)
+	})
+	srv := New(Options{Config: cfg, Router: failover.New(cfg, nil, p95s{p95: 50 * time.Millisecond})})
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	defer srv.Close()
+	start := time.Now()
+	resp, b := post(t, ts.URL, `{"model":"auto","stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+	took := time.Since(start)
+	if resp.StatusCode != 200 || resp.Header.Get("X-Chutes-Proxy-Model") != "slow/two" {
+		t.Fatalf("status %d via %q: %s", resp.StatusCode, resp.Header.Get("X-Chutes-Proxy-Model"), b)
+	}
+	if took > 3*time.Second {
+		t.Errorf("took %v: the hung model was not left at its learned cut-off (300ms)", took)
+	}
+	if c := srv.Router().Model("hung/one").Counts(); c.TotalFailures != 1 {
+		t.Errorf("the cut counted %d failures, want 1", c.TotalFailures)
+	}
+	if sim.Requests("slow/two") != 1 {
+		t.Errorf("slow/two asked %d times", sim.Requests("slow/two"))
 	}
 }

@@ -190,11 +190,11 @@ func firstToken(br *bufio.Reader, reply *assemble.Assembler) (held, tok []byte, 
 
 // assembleReply reads a whole stream into reply and returns the assembled
 // object. token is called at each event that carries a token (the attempt's
-// timer becomes idle_timeout). A stream that breaks, stalls or reports an
+// timer becomes idle_timeout); false ends the read (a lost hedge). A stream that breaks, stalls or reports an
 // error before its end is the model's failure; one that ends without
 // "data: [DONE]" counts as whole only when every choice has its
 // finish_reason.
-func assembleReply(br *bufio.Reader, reply *assemble.Assembler, token func()) ([]byte, error) {
+func assembleReply(br *bufio.Reader, reply *assemble.Assembler, token func() bool) ([]byte, error) {
 	tokens := 0
 	for {
 		ev, err := nextEvent(br)
@@ -214,7 +214,9 @@ func assembleReply(br *bufio.Reader, reply *assemble.Assembler, token func()) ([
 				return nil, &failover.StreamError{Reason: "the upstream sent something that is not a completion chunk: " + human.Truncate(string(ev.data), 80)}
 			case tok:
 				tokens++
-				token()
+				if !token() {
+					return nil, failover.ErrHedgeLost
+				}
 			}
 		}
 		switch {
