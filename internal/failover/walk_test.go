@@ -178,3 +178,41 @@ func TestNoHedgeWithoutHistoryOrSwitch(t *testing.T) {
 		})
 	}
 }
+
+// TestHalfOpenOneTrial: when a model's breaker is half-open, one trial
+// request goes through, not one per concurrent user: the others skip it
+// and cost no upstream request.
+func TestHalfOpenOneTrial(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := testConfig(t, chain("dead/one", []string{"auto"}, "good/two"))
+		cfg.Breaker.Failures = 1
+		cfg.Breaker.Cooldown = config.Duration(10 * time.Second)
+		r := New(cfg, nil, nil)
+		s := newScript(map[string]error{"dead/one": up(503)})
+		if _, err := r.Do(context.Background(), Request{Model: "auto"}, s.try); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(11 * time.Second) // the cooldown: the breaker is half-open now
+		var mu sync.Mutex
+		calls := map[string]int{}
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				_, _ = r.Do(context.Background(), Request{Model: "auto"}, func(ctx context.Context, model string) error {
+					mu.Lock()
+					calls[model]++
+					mu.Unlock()
+					if model == "dead/one" {
+						time.Sleep(time.Second) // the trial takes a while; the others arrive meanwhile
+						return up(503)
+					}
+					return nil
+				})
+			})
+		}
+		wg.Wait()
+		if got := calls["dead/one"]; got != 1 {
+			t.Fatalf("the half-open model was tried %d times by 8 concurrent users, want 1", got)
+		}
+	})
+}
