@@ -19,9 +19,10 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/chutes-proxy/chutes-proxy/internal/human"
 )
@@ -59,6 +60,7 @@ type Assembler struct {
 	usage   json.RawMessage // last non-null: some servers send it cumulatively
 	extra   fields          // other top-level keys, first non-null value
 	choices []*choice       // in order of first appearance
+	ev      event           // the event being added, reused
 }
 
 // New returns an Assembler for a reply of endpoint ep.
@@ -101,26 +103,88 @@ type toolCall struct {
 // finish_reason: the proxy commits to a model at the first such event.
 // An error event returns an *EventError, anything that is not a chunk an
 // error wrapping ErrInvalidEvent; neither changes what was assembled.
+//
+// Add copies what it keeps of data: the proxy reads events into a reused
+// buffer.
 func (a *Assembler) Add(data []byte) (token bool, err error) {
-	ev, err := parse(data)
-	if err != nil {
-		return false, err
+	// Nearly every event is read by parseFast alone; whatever it does not
+	// read exactly as encoding/json would goes through parseSlow, which
+	// decides. Both fill the same event, so apply is written once.
+	if !parseFast(data, &a.ev) {
+		if err := parseSlow(data, &a.ev); err != nil {
+			return false, err
+		}
 	}
-	return a.apply(ev), nil
+	return a.apply(&a.ev), nil
 }
 
-// event is a parsed chunk; apply cannot fail on it.
+// event is a parsed chunk; apply cannot fail on it. Every value is a
+// member's raw JSON, nil when the key is absent; it may point into Add's
+// data, so apply copies what it keeps. An Assembler reuses one event, and
+// with it the slices below, from one Add to the next.
 type event struct {
-	top     map[string]json.RawMessage
-	choices []parsedChoice
+	id, created, model, usage json.RawMessage
+	extra                     []member // other top-level keys, sorted
+	choices                   []parsedChoice
+}
+
+// member is a key outside the known ones, with its value. Lists of members
+// are sorted by key, so that extras come out in a stable order whatever the
+// order they were sent in (or Go's map order, in parseSlow).
+type member struct {
+	key []byte
+	v   json.RawMessage
 }
 
 type parsedChoice struct {
-	index int
-	raw   map[string]json.RawMessage // the choice
-	delta map[string]json.RawMessage // chat: delta (or message)
-	tools []map[string]json.RawMessage
-	lp    map[string]json.RawMessage
+	index  int
+	text   json.RawMessage // completions' text (ignored for chat)
+	finish json.RawMessage
+	lp     []member // the logprobs object's members, when it is one
+	hasLP  bool
+	extra  []member // other choice keys
+	// delta is set when the choice has a delta (or message) object; the
+	// fields below are its members.
+	delta                          bool
+	role, content, rc, rs, refusal json.RawMessage // rc reasoning_content, rs reasoning
+	tools                          []parsedTool
+	msgExtra                       []member
+}
+
+type parsedTool struct {
+	index, id, typ json.RawMessage
+	name, args     json.RawMessage // the function object's
+	extra          []member
+}
+
+func (ev *event) reset() {
+	ev.id, ev.created, ev.model, ev.usage = nil, nil, nil, nil
+	ev.extra, ev.choices = ev.extra[:0], ev.choices[:0]
+}
+
+// addChoice appends a zero choice, reusing the storage of an earlier event's.
+func (ev *event) addChoice() *parsedChoice {
+	n := len(ev.choices)
+	if n == cap(ev.choices) {
+		ev.choices = append(ev.choices, parsedChoice{})
+		return &ev.choices[n]
+	}
+	ev.choices = ev.choices[:n+1]
+	pc := &ev.choices[n]
+	*pc = parsedChoice{lp: pc.lp[:0], extra: pc.extra[:0], tools: pc.tools[:0], msgExtra: pc.msgExtra[:0]}
+	return pc
+}
+
+func (pc *parsedChoice) addTool() *parsedTool {
+	n := len(pc.tools)
+	if n == cap(pc.tools) {
+		pc.tools = append(pc.tools, parsedTool{})
+		return &pc.tools[n]
+	}
+	pc.tools = pc.tools[:n+1]
+	t := &pc.tools[n]
+	*t = parsedTool{extra: t.extra[:0]}
+	return t
 }
 
 func invalid(what string, err error) error {
@@ -130,56 +194,102 @@ func invalid(what string, err error) error {
 	return fmt.Errorf("%w: %s", ErrInvalidEvent, what)
 }
 
-func parse(data []byte) (event, error) {
-	var ev event
-	if err := json.Unmarshal(data, &ev.top); err != nil {
-		return ev, invalid("not JSON", err)
+// Keys handled by name at each level; other keys are kept as extras (see
+// appendMembers). A null top-level "error" is dropped: a client may test
+// for the key.
+var (
+	topKnown    = map[string]bool{"id": true, "object": true, "created": true, "model": true, "choices": true, "usage": true, "error": true}
+	choiceKnown = map[string]bool{"index": true, "delta": true, "message": true, "text": true, "logprobs": true, "finish_reason": true}
+	deltaKnown  = map[string]bool{"role": true, "content": true, "reasoning_content": true, "reasoning": true, "refusal": true, "tool_calls": true}
+	toolKnown   = map[string]bool{"index": true, "id": true, "type": true, "function": true}
+)
+
+// parseSlow decodes any event with encoding/json, level by level into
+// maps, and is the reference for what an event means: parseFast must agree
+// with it on every event it accepts (FuzzFastPath).
+func parseSlow(data []byte, ev *event) error {
+	ev.reset()
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(data, &top); err != nil {
+		return invalid("not JSON", err)
 	}
-	if ev.top == nil {
-		return ev, invalid("not an object", nil)
+	if top == nil {
+		return invalid("not an object", nil)
 	}
-	if isError(ev.top) {
-		return ev, &EventError{Body: bytes.Clone(data)}
+	if isError(top) {
+		return &EventError{Body: bytes.Clone(data)}
 	}
-	raw := ev.top["choices"]
+	ev.id, ev.created, ev.model, ev.usage = top["id"], top["created"], top["model"], top["usage"]
+	ev.extra = appendMembers(ev.extra, top, topKnown)
+	raw := top["choices"]
 	if isNull(raw) {
-		return ev, nil
+		return nil
 	}
 	var cs []map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &cs); err != nil {
-		return ev, invalid("choices", err)
+		return invalid("choices", err)
 	}
-	ev.choices = make([]parsedChoice, 0, len(cs))
 	for _, c := range cs {
-		pc := parsedChoice{raw: c}
+		pc := ev.addChoice()
 		if v := c["index"]; !isNull(v) {
 			var ok bool
 			if pc.index, ok = parseInt(v); !ok {
-				return ev, invalid("choices.index: not an integer", nil)
+				return invalid("choices.index: not an integer", nil)
 			}
 		}
+		pc.text, pc.finish = c["text"], c["finish_reason"]
+		pc.extra = appendMembers(pc.extra, c, choiceKnown)
 		d := c["delta"]
 		if isNull(d) {
 			d = c["message"] // a few servers send whole messages
 		}
 		if !isNull(d) {
-			if err := json.Unmarshal(d, &pc.delta); err != nil {
-				return ev, invalid("choices.delta", err)
-			}
-			if tc := pc.delta["tool_calls"]; !isNull(tc) {
-				if err := json.Unmarshal(tc, &pc.tools); err != nil {
-					return ev, invalid("choices.delta.tool_calls", err)
-				}
+			if err := parseSlowDelta(d, pc); err != nil {
+				return err
 			}
 		}
 		if lp := c["logprobs"]; !isNull(lp) && lp[0] == '{' {
-			if err := json.Unmarshal(lp, &pc.lp); err != nil {
-				return ev, invalid("choices.logprobs", err)
+			var m map[string]json.RawMessage
+			if err := json.Unmarshal(lp, &m); err != nil {
+				return invalid("choices.logprobs", err)
+			}
+			pc.lp, pc.hasLP = appendMembers(pc.lp, m, nil), true
+		}
+	}
+	return nil
+}
+
+func parseSlowDelta(raw json.RawMessage, pc *parsedChoice) error {
+	var d map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &d); err != nil {
+		return invalid("choices.delta", err)
+	}
+	pc.delta = true
+	pc.role, pc.content, pc.rc, pc.rs, pc.refusal = d["role"], d["content"], d["reasoning_content"], d["reasoning"], d["refusal"]
+	pc.msgExtra = appendMembers(pc.msgExtra, d, deltaKnown)
+	tc := d["tool_calls"]
+	if isNull(tc) {
+		return nil
+	}
+	var tools []map[string]json.RawMessage
+	if err := json.Unmarshal(tc, &tools); err != nil {
+		return invalid("choices.delta.tool_calls", err)
+	}
+	for _, m := range tools {
+		t := pc.addTool()
+		t.index, t.id, t.typ = m["index"], m["id"], m["type"]
+		t.extra = appendMembers(t.extra, m, toolKnown)
+		if v := m["function"]; !isNull(v) {
+			var f struct {
+				Name      json.RawMessage `json:"name"`
+				Arguments json.RawMessage `json:"arguments"`
+			}
+			if json.Unmarshal(v, &f) == nil {
+				t.name, t.args = f.Name, f.Arguments
 			}
 		}
-		ev.choices = append(ev.choices, pc)
 	}
-	return ev, nil
+	return nil
 }
 
 // isError reports whether a chunk is an error report: {"error": non-null}
@@ -193,19 +303,36 @@ func isError(top map[string]json.RawMessage) bool {
 
 func isNull(raw json.RawMessage) bool { return len(raw) == 0 || string(raw) == "null" }
 
-// Top-level keys handled by name; others are kept as extras. A null
-// "error" is dropped: a client may test for the key.
-var topKnown = map[string]bool{"id": true, "object": true, "created": true, "model": true, "choices": true, "usage": true, "error": true}
-
-func (a *Assembler) apply(ev event) (token bool) {
-	firstNonNull(&a.id, ev.top["id"])
-	firstNonNull(&a.created, ev.top["created"])
-	firstNonNull(&a.model, ev.top["model"])
-	if u := ev.top["usage"]; !isNull(u) {
-		a.usage = u
+// appendMembers appends m's keys that are not in skip, with their values,
+// sorted. A key that differs from a skipped one only in case is dropped
+// too: Go clients match keys case-insensitively and would read it in place
+// of the real one.
+func appendMembers(dst []member, m map[string]json.RawMessage, skip map[string]bool) []member {
+	n := len(dst)
+	for k, v := range m {
+		if !skip[k] && !skip[strings.ToLower(k)] {
+			dst = append(dst, member{key: []byte(k), v: v})
+		}
 	}
-	for _, k := range sortedKeys(ev.top, topKnown) {
-		a.extra.merge(k, ev.top[k], mergeFirst)
+	sortMembers(dst[n:])
+	return dst
+}
+
+func sortMembers(ms []member) {
+	if len(ms) > 1 {
+		slices.SortFunc(ms, func(x, y member) int { return bytes.Compare(x.key, y.key) })
+	}
+}
+
+func (a *Assembler) apply(ev *event) (token bool) {
+	keepFirst(&a.id, ev.id)
+	keepFirst(&a.created, ev.created)
+	keepFirst(&a.model, ev.model)
+	if !isNull(ev.usage) {
+		a.usage = bytes.Clone(ev.usage) // the last: some servers send it cumulatively
+	}
+	for _, m := range ev.extra {
+		a.extra.merge(m.key, m.v, mergeFirst)
 	}
 	for i := range ev.choices {
 		if a.applyChoice(&ev.choices[i]) {
@@ -215,54 +342,47 @@ func (a *Assembler) apply(ev event) (token bool) {
 	return token
 }
 
-func firstNonNull(dst *json.RawMessage, v json.RawMessage) {
+// keepFirst sets *dst to a copy of v unless it is set or v is null.
+func keepFirst(dst *json.RawMessage, v json.RawMessage) {
 	if *dst == nil && !isNull(v) {
-		*dst = v
+		*dst = bytes.Clone(v)
 	}
 }
 
-var (
-	choiceKnown = map[string]bool{"index": true, "delta": true, "message": true, "text": true, "logprobs": true, "finish_reason": true}
-	deltaKnown  = map[string]bool{"role": true, "content": true, "reasoning_content": true, "reasoning": true, "refusal": true, "tool_calls": true}
-)
-
 func (a *Assembler) applyChoice(pc *parsedChoice) (token bool) {
 	c := a.choice(pc.index)
-	if v, ok := pc.raw["text"]; ok && a.ep == Completions {
-		token = c.appendContent(v) || token
+	if a.ep == Completions {
+		token = c.appendContent(pc.text) || token
 	}
-	if pc.lp != nil {
+	if pc.hasLP {
 		c.hasLP = true
-		for _, k := range sortedKeys(pc.lp, nil) {
-			c.logprobs.merge(k, pc.lp[k], mergeDelta)
+		for _, m := range pc.lp {
+			c.logprobs.merge(m.key, m.v, mergeDelta)
 		}
 	}
-	if f := pc.raw["finish_reason"]; !isNull(f) {
-		c.finish = f
+	if !isNull(pc.finish) {
+		c.finish = bytes.Clone(pc.finish)
 		token = true
 	}
-	for _, k := range sortedKeys(pc.raw, choiceKnown) {
-		c.extra.merge(k, pc.raw[k], mergeLast)
+	for _, m := range pc.extra {
+		c.extra.merge(m.key, m.v, mergeLast)
 	}
-	d := pc.delta
-	if d == nil {
+	if !pc.delta {
 		return token
 	}
-	if v := d["role"]; !isNull(v) {
-		c.role, _ = appendString(c.role[:0], v)
+	if !isNull(pc.role) {
+		c.role, _ = appendString(c.role[:0], pc.role)
 	}
-	if v, ok := d["content"]; ok {
-		token = c.appendContent(v) || token
-	}
-	token = c.rc.add(d, "reasoning_content") || token
-	token = c.rs.add(d, "reasoning") || token
-	token = c.refusal.add(d, "refusal") || token
-	for _, tc := range pc.tools {
-		c.addTool(tc)
+	token = c.appendContent(pc.content) || token
+	token = c.rc.add(pc.rc) || token
+	token = c.rs.add(pc.rs) || token
+	token = c.refusal.add(pc.refusal) || token
+	for i := range pc.tools {
+		c.addTool(&pc.tools[i])
 		token = true
 	}
-	for _, k := range sortedKeys(d, deltaKnown) {
-		c.msgExtra.merge(k, d[k], mergeDelta)
+	for _, m := range pc.msgExtra {
+		c.msgExtra.merge(m.key, m.v, mergeDelta)
 	}
 	return token
 }
@@ -280,8 +400,8 @@ func (a *Assembler) choice(i int) *choice {
 	return c
 }
 
-// appendContent adds a content (or text) delta and reports whether it
-// carried any text.
+// appendContent adds a content (or text) delta, absent when nil, and
+// reports whether it carried any text.
 func (c *choice) appendContent(v json.RawMessage) bool {
 	if isNull(v) {
 		return false
@@ -293,10 +413,10 @@ func (c *choice) appendContent(v json.RawMessage) bool {
 	return len(c.content) > n
 }
 
-// add appends d[key] to t and reports whether it carried text.
-func (t *text) add(d map[string]json.RawMessage, key string) bool {
-	v, ok := d[key]
-	if !ok {
+// add appends v, absent when nil, to t and reports whether it carried
+// text.
+func (t *text) add(v json.RawMessage) bool {
+	if v == nil {
 		return false
 	}
 	t.seen = true
@@ -305,21 +425,19 @@ func (t *text) add(d map[string]json.RawMessage, key string) bool {
 	return len(t.b) > n
 }
 
-var toolKnown = map[string]bool{"index": true, "id": true, "type": true, "function": true}
-
 // addTool merges one tool_calls fragment. OpenAI names the call by index and
 // sends id, type and name once, then the arguments in pieces; some servers
 // omit index (a new id starts a new call) or repeat id and name in every
 // fragment (kept once, not concatenated).
-func (c *choice) addTool(m map[string]json.RawMessage) {
+func (c *choice) addTool(m *parsedTool) {
 	var id []byte
-	if v := m["id"]; !isNull(v) {
-		id, _ = appendString(nil, v)
+	if !isNull(m.id) {
+		id, _ = appendString(nil, m.id)
 	}
 	var t *toolCall
 	idx, hasIdx := 0, false
-	if v := m["index"]; !isNull(v) {
-		idx, hasIdx = parseInt(v)
+	if !isNull(m.index) {
+		idx, hasIdx = parseInt(m.index)
 	}
 	switch {
 	case hasIdx:
@@ -345,33 +463,24 @@ func (c *choice) addTool(m map[string]json.RawMessage) {
 	if len(t.id) == 0 {
 		t.id = id
 	}
-	if len(t.typ) == 0 {
-		if v := m["type"]; !isNull(v) {
-			t.typ, _ = appendString(nil, v)
-		}
+	if len(t.typ) == 0 && !isNull(m.typ) {
+		t.typ, _ = appendString(nil, m.typ)
 	}
-	if v := m["function"]; !isNull(v) {
-		var f struct {
-			Name      json.RawMessage `json:"name"`
-			Arguments json.RawMessage `json:"arguments"`
-		}
-		if json.Unmarshal(v, &f) == nil {
-			if len(t.name) == 0 && !isNull(f.Name) {
-				t.name, _ = appendString(nil, f.Name)
-			}
-			if !isNull(f.Arguments) {
-				t.args, _ = appendString(t.args, f.Arguments)
-			}
-		}
+	if len(t.name) == 0 && !isNull(m.name) {
+		t.name, _ = appendString(nil, m.name)
 	}
-	for _, k := range sortedKeys(m, toolKnown) {
-		t.extra.merge(k, m[k], mergeFirst)
+	if !isNull(m.args) {
+		t.args, _ = appendString(t.args, m.args)
+	}
+	for _, e := range m.extra {
+		t.extra.merge(e.key, e.v, mergeFirst)
 	}
 }
 
 // appendString appends the JSON string v, decoded, to dst. ok is false when
 // v is not a string (it is then ignored). Most deltas have no escapes and
-// are copied as they are.
+// are copied as they are; the others are decoded as encoding/json decodes
+// them, invalid UTF-8 and lone surrogates becoming U+FFFD.
 func appendString(dst []byte, v json.RawMessage) (_ []byte, ok bool) {
 	if len(v) < 2 || v[0] != '"' {
 		return dst, false
@@ -379,11 +488,87 @@ func appendString(dst []byte, v json.RawMessage) (_ []byte, ok bool) {
 	if bytes.IndexByte(v, '\\') < 0 {
 		return append(dst, v[1:len(v)-1]...), true
 	}
-	var s string
-	if json.Unmarshal(v, &s) != nil {
-		return dst, false
+	return appendUnquoted(dst, v[1:len(v)-1])
+}
+
+// appendUnquoted decodes the inside of a JSON string with escapes as
+// encoding/json's unquote does (FuzzAppendString holds it to it); on a
+// malformed one it returns dst as it was and false.
+func appendUnquoted(dst, s []byte) ([]byte, bool) {
+	n := len(dst)
+	for i := 0; i < len(s); {
+		switch c := s[i]; {
+		case c == '\\':
+			if i+1 == len(s) {
+				return dst[:n], false
+			}
+			switch e := s[i+1]; e {
+			case '"', '\\', '/', '\'':
+				dst = append(dst, e)
+			case 'b':
+				dst = append(dst, '\b')
+			case 'f':
+				dst = append(dst, '\f')
+			case 'n':
+				dst = append(dst, '\n')
+			case 'r':
+				dst = append(dst, '\r')
+			case 't':
+				dst = append(dst, '\t')
+			case 'u':
+				r := hex4(s[i:])
+				if r < 0 {
+					return dst[:n], false
+				}
+				i += 6
+				if utf16.IsSurrogate(r) {
+					if d := utf16.DecodeRune(r, hex4(s[i:])); d != utf8.RuneError {
+						r = d
+						i += 6
+					} else {
+						r = utf8.RuneError
+					}
+				}
+				dst = utf8.AppendRune(dst, r)
+				continue
+			default:
+				return dst[:n], false
+			}
+			i += 2
+		case c == '"' || c < ' ':
+			return dst[:n], false
+		case c < utf8.RuneSelf:
+			dst = append(dst, c)
+			i++
+		default:
+			r, size := utf8.DecodeRune(s[i:])
+			dst = utf8.AppendRune(dst, r)
+			i += size
+		}
 	}
-	return append(dst, s...), true
+	return dst, true
+}
+
+// hex4 reads the \uXXXX escape at the start of s, -1 when there is none.
+func hex4(s []byte) rune {
+	if len(s) < 6 || s[0] != '\\' || s[1] != 'u' {
+		return -1
+	}
+	var r rune
+	for _, c := range s[2:6] {
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'a' <= c && c <= 'f':
+			c -= 'a' - 10
+		case 'A' <= c && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return -1
+		}
+		r = r*16 + rune(c)
+	}
+	return r
 }
 
 // parseInt reads a JSON integer such as an index; ok is false for anything
@@ -393,31 +578,6 @@ func parseInt(v json.RawMessage) (int, bool) {
 	return n, err == nil
 }
 
-// sortedKeys returns m's keys that are not in skip, sorted, so that extras
-// come out in a stable order whatever Go's map order. A key that differs
-// from a skipped one only in case is dropped too: Go clients match keys
-// case-insensitively and would read it in place of the real one.
-func sortedKeys(m map[string]json.RawMessage, skip map[string]bool) []string {
-	n := 0
-	for k := range m {
-		if !skip[k] {
-			n++
-		}
-	}
-	if n == 0 {
-		return nil
-	}
-	ks := make([]string, 0, n)
-	for k := range m {
-		if !skip[k] && !skip[strings.ToLower(k)] {
-			ks = append(ks, k)
-		}
-	}
-	sort.Strings(ks)
-	return ks
-}
-
-// Text returns the content (or, for completions, the text) of choice 0 so
 // far: what a resumed request sends as the assistant's prefill.
 func (a *Assembler) Text() string {
 	for _, c := range a.choices {
@@ -605,15 +765,15 @@ const (
 	mergeDelta                  // strings concatenate, arrays append, others replace
 )
 
-func (fs *fields) merge(key string, v json.RawMessage, mode mergeMode) {
+func (fs *fields) merge(key []byte, v json.RawMessage, mode mergeMode) {
 	var f *field
 	for i := range *fs {
-		if (*fs)[i].key == key {
+		if (*fs)[i].key == string(key) {
 			f = &(*fs)[i]
 		}
 	}
 	if f == nil {
-		*fs = append(*fs, field{key: key, kind: 'n'})
+		*fs = append(*fs, field{key: string(key), kind: 'n'})
 		f = &(*fs)[len(*fs)-1]
 	}
 	if isNull(v) || mode == mergeFirst && f.kind != 'n' {
@@ -636,7 +796,7 @@ func (fs *fields) merge(key string, v json.RawMessage, mode mergeMode) {
 	case 'a':
 		f.b = appendElements(nil, v)
 	default:
-		f.b = v
+		f.b = bytes.Clone(v)
 	}
 }
 
