@@ -3,7 +3,9 @@
 // (Probe), and what its account API says about a key (CheckAccount). health
 // asks both in the background, doctor once, each through the client it is
 // given, so that the answers come over the same resolver, proxy and TLS
-// settings as its requests.
+// settings as its requests. Probe asks the other providers the same way,
+// and LocalServer says which local model server to start when one is not
+// running.
 package chutes
 
 import (
