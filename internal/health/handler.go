@@ -60,3 +60,10 @@ func (m *Monitor) Served(model, outcome string) {
 	}
 	m.metrics.requests.WithLabelValues(label, outcome).Inc()
 }
+
+// Resumed counts one stream resumed after a cut (resume_streams): from is
+// the model that was cut, to the one that continued it (the same model when
+// it was asked again). It is proxy.Options.Resumed.
+func (m *Monitor) Resumed(from, to string) {
+	m.metrics.resumes.WithLabelValues(m.label(from), m.label(to)).Inc()
+}

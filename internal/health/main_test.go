@@ -44,6 +44,7 @@ const (
 type harness struct {
 	sim    *simulator.Simulator
 	simURL string
+	auths  *recorder // what the simulated Chutes received
 	cfg    *config.Config
 	mon    *health.Monitor
 	quota  *quota.Counter
@@ -60,7 +61,8 @@ func newHarness(t *testing.T, opts ...harnessOpt) *harness {
 	h.sim = simulator.New(simulator.Scenario{Seed: 1, Models: []simulator.ModelScenario{
 		{ID: mHead}, {ID: mBack}, {ID: mLast},
 	}})
-	up := httptest.NewServer(h.sim)
+	h.auths = &recorder{}
+	up := httptest.NewServer(h.auths.wrap(h.sim))
 	t.Cleanup(up.Close)
 	t.Cleanup(h.sim.Close)
 	h.simURL = up.URL
@@ -193,6 +195,34 @@ func (f *fakeAccount) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	io.WriteString(w, body)
+}
+
+// recorder keeps the headers of every request a fake upstream receives.
+type recorder struct {
+	mu      sync.Mutex
+	headers []http.Header
+	paths   []string
+}
+
+func (rc *recorder) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc.mu.Lock()
+		rc.headers = append(rc.headers, r.Header.Clone())
+		rc.paths = append(rc.paths, r.URL.Path)
+		rc.mu.Unlock()
+		h.ServeHTTP(w, r)
+	})
+}
+
+// authorizations are the Authorization headers received, "" for none.
+func (rc *recorder) authorizations() []string {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	out := make([]string, len(rc.headers))
+	for i, h := range rc.headers {
+		out[i] = h.Get("Authorization")
+	}
+	return out
 }
 
 // hasAll fails the test for each fact text lacks.

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/chutes-proxy/chutes-proxy/internal/chutes"
+	"github.com/chutes-proxy/chutes-proxy/internal/config"
 	"github.com/chutes-proxy/chutes-proxy/internal/failover"
 )
 
@@ -24,6 +25,7 @@ type metrics struct {
 	attempts  *prometheus.CounterVec
 	failovers *prometheus.CounterVec
 	skips     *prometheus.CounterVec
+	resumes   *prometheus.CounterVec
 	ttfb      *prometheus.HistogramVec
 }
 
@@ -41,12 +43,14 @@ func newMetrics() *metrics {
 	x.failovers = counter("chutes_proxy_failovers_total", "Moves along a fallback chain from one model to the next.", "from", "to")
 	x.skips = counter("chutes_proxy_limiter_skips_total",
 		"Models skipped because the proxy's own rate limit had no token within max_wait.", "model")
+	x.resumes = counter("chutes_proxy_resumes_total",
+		"Streams cut after their first token and resumed (resume_streams), by the model that was cut and the one that continued.", "from", "to")
 	x.ttfb = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "chutes_proxy_ttfb_seconds",
 		Help:    "Time to the first byte of a served upstream response.",
 		Buckets: []float64{0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 13, 20, 30, 60},
 	}, []string{"model"})
-	x.reg.MustRegister(x.requests, x.attempts, x.failovers, x.skips, x.ttfb,
+	x.reg.MustRegister(x.requests, x.attempts, x.failovers, x.skips, x.resumes, x.ttfb,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return x
 }
@@ -81,6 +85,18 @@ var (
 	descKey       = prometheus.NewDesc("chutes_proxy_key_accepted", "1 when Chutes' account API accepted the configured key, 0 when it rejected it; absent when unknown.", nil, nil)
 	descUp        = prometheus.NewDesc("chutes_proxy_upstream_up", "1 when the last probe of GET {base_url}/models succeeded, 0 when it failed; absent before the first probe.", nil, nil)
 	descProbe     = prometheus.NewDesc("chutes_proxy_probe_duration_seconds", "Duration of the last upstream probe.", nil, nil)
+
+	// The provider_ families cover Chutes (provider="chutes", the same
+	// probe as the two above, which keep their documented unlabelled
+	// series) and each [[providers]] table.
+	descProvUp = prometheus.NewDesc("chutes_proxy_provider_up",
+		"1 when the last probe of the provider's GET {base_url}/models got a model list, 0 when it failed; absent before the first probe.", []string{"provider"}, nil)
+	descProvProbe = prometheus.NewDesc("chutes_proxy_provider_probe_duration_seconds",
+		"Duration of the last probe of the provider's model list.", []string{"provider"}, nil)
+	descProvListed = prometheus.NewDesc("chutes_proxy_provider_models_listed",
+		"Models in the provider's last model list; absent before one.", []string{"provider"}, nil)
+	descProvKey = prometheus.NewDesc("chutes_proxy_provider_key_accepted",
+		"1 when the provider accepted its own key (Chutes: its account API; others: a request served), 0 when it answered 401/403; absent when unknown or with no key.", []string{"provider"}, nil)
 )
 
 // stateCollector reads the Monitor's and the router's state at scrape time.
@@ -90,7 +106,8 @@ type stateCollector struct {
 }
 
 func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descBreaker, descAvailable, descQuotaUsed, descQuotaMax, descBalance, descKey, descUp, descProbe} {
+	for _, d := range []*prometheus.Desc{descBreaker, descAvailable, descQuotaUsed, descQuotaMax, descBalance, descKey, descUp, descProbe,
+		descProvUp, descProvProbe, descProvListed, descProvKey} {
 		ch <- d
 	}
 }
@@ -115,6 +132,7 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	if checked {
 		if a.KeyState != chutes.KeyUnknown {
 			ch <- prometheus.MustNewConstMetric(descKey, prometheus.GaugeValue, b2f(a.KeyState == chutes.KeyAccepted))
+			ch <- prometheus.MustNewConstMetric(descProvKey, prometheus.GaugeValue, b2f(a.KeyState == chutes.KeyAccepted), config.Chutes)
 		}
 		if a.HasQuota {
 			ch <- prometheus.MustNewConstMetric(descQuotaUsed, prometheus.GaugeValue, a.Quota.Used, "chutes")
@@ -127,6 +145,28 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	if probed {
 		ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, b2f(p.OK()))
 		ch <- prometheus.MustNewConstMetric(descProbe, prometheus.GaugeValue, float64(p.LatencyMS)/1000)
+		ch <- prometheus.MustNewConstMetric(descProvUp, prometheus.GaugeValue, b2f(p.OK()), config.Chutes)
+		ch <- prometheus.MustNewConstMetric(descProvProbe, prometheus.GaugeValue, float64(p.LatencyMS)/1000, config.Chutes)
+		ch <- prometheus.MustNewConstMetric(descProvListed, prometheus.GaugeValue, float64(p.Models), config.Chutes)
+	}
+	cfg := m.config()
+	provs := m.conf.Load().providers
+	for _, cp := range cfg.Providers {
+		pv := provs[cp.Name]
+		if pv == nil {
+			continue
+		}
+		ps := providerStatus(cfg, cp.Name, pv, now)
+		if pr := ps.Probe; pr != nil {
+			ch <- prometheus.MustNewConstMetric(descProvUp, prometheus.GaugeValue, b2f(pr.OK()), cp.Name)
+			ch <- prometheus.MustNewConstMetric(descProvProbe, prometheus.GaugeValue, float64(pr.LatencyMS)/1000, cp.Name)
+		}
+		if ps.ModelsListed != nil {
+			ch <- prometheus.MustNewConstMetric(descProvListed, prometheus.GaugeValue, float64(*ps.ModelsListed), cp.Name)
+		}
+		if st := ps.Key.State; st == chutes.KeyAccepted || st == chutes.KeyRejected {
+			ch <- prometheus.MustNewConstMetric(descProvKey, prometheus.GaugeValue, b2f(st == chutes.KeyAccepted), cp.Name)
+		}
 	}
 }
 

@@ -1,7 +1,8 @@
 // Package health is the one source of truth for "is it Chutes, or is it
 // me?": it hears every upstream attempt (as the failover router's
 // Observer), reads the breaker, limiter and cooling state the router keeps,
-// probes the upstream's /models in the background, asks Chutes' account API
+// probes the /models of Chutes and of each other provider in the
+// background, asks Chutes' account API
 // about the key, quota and balance, and serves all of it as /status (JSON),
 // / (a page for a person) and /metrics (Prometheus).
 package health
@@ -64,11 +65,14 @@ type Router interface {
 	Models() []*failover.Model
 }
 
-// Catalog is what the Monitor needs of the upstream's model list.
+// Catalog is what the Monitor needs of the model lists: Chutes' and each
+// provider's.
 type Catalog interface {
 	Listed(id string) (listed, known bool)
+	ProviderListed(name, model string) (listed, known bool)
 	Lookup(id string) (catalog.Entry, bool)
 	Set(entries []catalog.Entry, at time.Time)
+	SetProvider(name string, entries []catalog.Entry)
 }
 
 // Monitor keeps the health picture. It is the router's failover.Observer;
@@ -96,6 +100,8 @@ type settings struct {
 	// chained holds every configured id and fallback: the models that are
 	// always tracked, whatever clients send.
 	chained map[string]bool
+	// providers are the [[providers]] by name.
+	providers map[string]*provider
 }
 
 // New returns a Monitor.
@@ -123,7 +129,15 @@ func (m *Monitor) Reload(cfg *config.Config) {
 }
 
 func (m *Monitor) setConfig(cfg *config.Config) {
-	s := &settings{cfg: cfg, chained: map[string]bool{}}
+	var old map[string]*provider
+	if s := m.conf.Load(); s != nil {
+		old = s.providers
+	}
+	cur, gone := providers(cfg, old)
+	for _, name := range gone {
+		m.catalog.SetProvider(name, nil) // gone, or its base_url changed
+	}
+	s := &settings{cfg: cfg, chained: map[string]bool{}, providers: cur}
 	for _, cm := range cfg.Models {
 		s.chained[cm.ID] = true
 		for _, f := range cm.Fallbacks {
@@ -197,6 +211,9 @@ func (m *Monitor) Attempted(model string, a failover.Attempt, latency time.Durat
 		label = model
 	}
 	m.metrics.attempt(label, a, latency)
+	if a.Kind == failover.KindServed || keyRefusal(a.Status) {
+		m.heardKey(model, a)
+	}
 	if !a.Upstream() {
 		return // a skip: the breaker, limiter or cooling said no; no sample
 	}
@@ -266,34 +283,81 @@ func percentile(sorted []uint32, p int) int64 {
 	return int64(sorted[max(rank, 1)-1])
 }
 
-// Run probes the upstream and checks the account every
-// [health] probe_interval (jittered ±10 %, backing off up to 5 minutes
-// while the upstream is unreachable) until ctx ends, with the client that
+// Run probes the upstream and each provider and checks the account every
+// [health] probe_interval (jittered ±10 %, each one backing off up to 5
+// minutes while it is unreachable) until ctx ends, with the client that
 // client returns then: the proxy's upstream client (proxy.Server.Client), so
 // that probes go through the resolver and proxy settings requests use.
 // probe_interval 0 turns both off; a Reload that turns them on takes effect
 // at once.
 func (m *Monitor) Run(ctx context.Context, client func() *http.Client) {
+	all := true // the first round, and after a Reload: everything, now
 	for {
 		var tick <-chan time.Time
 		if every := m.config().Health.ProbeInterval.D(); every > 0 {
-			p := m.ProbeNow(ctx, client())
+			next := m.probeDue(ctx, client(), every, all)
 			if ctx.Err() != nil {
 				return
 			}
-			d := nextDelay(every, p.Failures, jitter())
-			m.stateMu.Lock()
-			m.reach.Next = time.Now().Add(d)
-			m.stateMu.Unlock()
-			tick = time.After(d)
+			tick = time.After(time.Until(next))
 		}
+		all = false
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick:
 		case <-m.wake:
+			all = true
 		}
 	}
+}
+
+// probeDue probes, alongside each other, Chutes and every provider whose
+// next probe is due (all of them when all is set), schedules each one's
+// next probe after every, backed off by its own failures, and returns when
+// the earliest next probe is due. A provider that is down never delays
+// Chutes' probe, nor slows its schedule.
+func (m *Monitor) probeDue(ctx context.Context, client *http.Client, every time.Duration, all bool) time.Time {
+	now := time.Now()
+	next := func(failures int) time.Time { return time.Now().Add(nextDelay(every, failures, jitter())) }
+	var wg sync.WaitGroup
+	m.stateMu.Lock()
+	due := all || !now.Before(m.reach.Next)
+	m.stateMu.Unlock()
+	if due {
+		wg.Go(func() {
+			p := m.probeChutes(ctx, client)
+			m.stateMu.Lock()
+			m.reach.Next = next(p.Failures)
+			m.stateMu.Unlock()
+		})
+	}
+	for name, pv := range m.conf.Load().providers {
+		pv.mu.Lock()
+		due := all || !now.Before(pv.probe.Next)
+		pv.mu.Unlock()
+		if due {
+			wg.Go(func() {
+				p := m.probeProvider(ctx, client, name, pv)
+				pv.mu.Lock()
+				pv.probe.Next = next(p.Failures)
+				pv.mu.Unlock()
+			})
+		}
+	}
+	wg.Wait()
+
+	m.stateMu.Lock()
+	earliest := m.reach.Next
+	m.stateMu.Unlock()
+	for _, pv := range m.conf.Load().providers {
+		pv.mu.Lock()
+		if at := pv.probe.Next; at.Before(earliest) {
+			earliest = at // zero for a provider a Reload just added: now
+		}
+		pv.mu.Unlock()
+	}
+	return earliest
 }
 
 // Probe is the last probe of the upstream, with the backoff's state.
@@ -306,8 +370,21 @@ type Probe struct {
 }
 
 // ProbeNow probes the upstream with client, refreshing the model list, and
-// checks the account once, now, and records the results.
+// checks the account once, now, and probes each provider alongside, and
+// records the results; it returns the upstream's probe.
 func (m *Monitor) ProbeNow(ctx context.Context, client *http.Client) Probe {
+	var wg sync.WaitGroup
+	for name, pv := range m.conf.Load().providers {
+		wg.Go(func() { m.probeProvider(ctx, client, name, pv) })
+	}
+	p := m.probeChutes(ctx, client)
+	wg.Wait()
+	return p
+}
+
+// probeChutes probes the upstream with client, refreshing the model list,
+// and checks the account, and records the results.
+func (m *Monitor) probeChutes(ctx context.Context, client *http.Client) Probe {
 	cfg := m.config()
 	key := cfg.Upstream.APIKey.Reveal()
 	t, _ := cfg.Target(config.Chutes)
@@ -329,6 +406,7 @@ func (m *Monitor) ProbeNow(ctx context.Context, client *http.Client) Probe {
 	} else if r.OK() && prev.Failures > 0 {
 		m.log.Info("upstream reachable again", "upstream", cfg.Upstream.BaseURL, "latency_ms", r.LatencyMS)
 	}
+	p.Next = prev.Next
 	m.reach = p
 	m.stateMu.Unlock()
 

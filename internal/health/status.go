@@ -37,16 +37,19 @@ const (
 
 // Status is GET /status. README.md documents every field; change both.
 type Status struct {
-	Time     time.Time       `json:"time"`
-	Level    string          `json:"level"`
-	Headline string          `json:"headline"`
-	Warnings []string        `json:"warnings"`
-	Upstream UpstreamStatus  `json:"upstream"`
-	Key      KeyStatus       `json:"key"`
-	Account  *AccountStatus  `json:"account"`
-	Quota    *quota.Snapshot `json:"proxy_quota"`
-	Models   []ModelStatus   `json:"models"`
-	Chains   []Chain         `json:"chains"`
+	Time     time.Time      `json:"time"`
+	Level    string         `json:"level"`
+	Headline string         `json:"headline"`
+	Warnings []string       `json:"warnings"`
+	Upstream UpstreamStatus `json:"upstream"`
+	// Providers are the [[providers]] tables, in config order; [] when
+	// none.
+	Providers []ProviderStatus `json:"providers"`
+	Key       KeyStatus        `json:"key"`
+	Account   *AccountStatus   `json:"account"`
+	Quota     *quota.Snapshot  `json:"proxy_quota"`
+	Models    []ModelStatus    `json:"models"`
+	Chains    []Chain          `json:"chains"`
 }
 
 // UpstreamStatus is the upstream's reachability.
@@ -90,13 +93,16 @@ type AccountStatus struct {
 // ModelStatus is one model's health.
 type ModelStatus struct {
 	ID string `json:"id"`
+	// Provider is who serves it: "chutes", or the NAME of NAME:MODEL.
+	Provider string `json:"provider"`
 	// State is the breaker's: closed, open or half-open.
 	State     string `json:"state"`
 	Available bool   `json:"available"`
 	// WhyUnavailable says why Available is false.
 	WhyUnavailable string `json:"why_unavailable,omitempty"`
-	// Listed is whether the upstream's model list has it; null when no
-	// list was fetched yet.
+	// Listed is whether its provider's model list has it; null when no
+	// list was fetched yet. A provider's model that is not listed is still
+	// tried (KoboldCpp serves any name with the one model it loaded).
 	Listed     *bool    `json:"listed"`
 	Configured bool     `json:"configured"`
 	Aliases    []string `json:"aliases"`
@@ -128,8 +134,9 @@ type Chain struct {
 	Model   string   `json:"model"`
 	Aliases []string `json:"aliases"`
 	Chain   []string `json:"chain"`
-	// Serving is the first available model of the chain, where requests
-	// go now; "" when none is.
+	// Serving is the first available model of the chain whose provider
+	// serves (it answered its last probe, or none ran, and did not refuse
+	// its key): where requests are served now; "" when none is.
 	Serving string `json:"serving"`
 }
 
@@ -137,7 +144,7 @@ type Chain struct {
 func (m *Monitor) status(r Router) Status {
 	now := time.Now()
 	cfg := m.config()
-	s := Status{Time: now.UTC(), Warnings: []string{}, Models: []ModelStatus{}, Chains: []Chain{}}
+	s := Status{Time: now.UTC(), Warnings: []string{}, Providers: []ProviderStatus{}, Models: []ModelStatus{}, Chains: []Chain{}}
 
 	// Models: every chain's in config order, then any other model seen.
 	aliases := map[string][]string{}
@@ -175,17 +182,36 @@ func (m *Monitor) status(r Router) Status {
 	for i := range s.Models {
 		byID[s.Models[i].ID] = &s.Models[i]
 	}
-	for i, c := range s.Chains {
-		if j := slices.IndexFunc(c.Chain, func(id string) bool { return byID[id].Available }); j >= 0 {
-			s.Chains[i].Serving = c.Chain[j]
-		}
-	}
 
-	// Upstream.
+	// Upstream and providers.
 	s.Upstream = UpstreamStatus{BaseURL: cfg.Upstream.BaseURL, ProbeIntervalS: cfg.Health.ProbeInterval.D().Seconds()}
 	p, probed, a, checked := m.state()
 	if probed {
 		s.Upstream.Probe, s.Upstream.Reachable = &p, new(p.OK())
+	}
+	provs := m.conf.Load().providers
+	for _, cp := range cfg.Providers {
+		if pv := provs[cp.Name]; pv != nil {
+			s.Providers = append(s.Providers, providerStatus(cfg, cp.Name, pv, now))
+		}
+	}
+	serves := map[string]bool{config.Chutes: s.Upstream.Reachable == nil || *s.Upstream.Reachable}
+	for i := range s.Providers {
+		ps := &s.Providers[i]
+		serves[ps.Name] = ps.Serves()
+		for _, ms := range s.Models {
+			if ms.Provider == ps.Name {
+				ps.Models = append(ps.Models, ms.ID)
+			}
+		}
+		if w := providerWarning(ps); w != "" {
+			s.Warnings = append(s.Warnings, w)
+		}
+	}
+	for i, c := range s.Chains {
+		if j := slices.IndexFunc(c.Chain, func(id string) bool { return byID[id].Available && serves[byID[id].Provider] }); j >= 0 {
+			s.Chains[i].Serving = c.Chain[j]
+		}
 	}
 
 	// Key and account.
@@ -258,13 +284,18 @@ func accountStatus(a chutes.Account, own int, now time.Time) *AccountStatus {
 // modelStatus reads one model's breaker, limiter, listing and statistics.
 func (m *Monitor) modelStatus(fm *failover.Model, now time.Time) ModelStatus {
 	id := fm.ID
-	ms := ModelStatus{ID: id, State: fm.State().String(), WindowS: int(window.Seconds())}
+	prov, name := m.config().Split(id)
+	ms := ModelStatus{ID: id, Provider: prov, State: fm.State().String(), WindowS: int(window.Seconds())}
 	lim := fm.Limits()
 	ms.RequestsPerMinute = lim.RequestsPerMinute
 	if t := fm.Tokens(); !math.IsInf(t, 0) && !math.IsNaN(t) && lim.RequestsPerMinute > 0 {
 		ms.RateLimitTokens = new(math.Round(t*100) / 100)
 	}
-	if listed, known := m.catalog.Listed(id); known {
+	listed, known := m.catalog.Listed(name)
+	if prov != config.Chutes {
+		listed, known = m.catalog.ProviderListed(prov, name)
+	}
+	if known {
 		ms.Listed = &listed
 	}
 	if e, ok := m.catalog.Lookup(id); ok {
@@ -289,7 +320,7 @@ func (m *Monitor) modelStatus(fm *failover.Model, now time.Time) ModelStatus {
 	case !fm.CoolingUntil(now).IsZero():
 		ms.CoolingUntil = new(fm.CoolingUntil(now).UTC())
 		ms.WhyUnavailable = "overloaded (429); resting for " + human.Duration(ms.CoolingUntil.Sub(now))
-	case ms.Listed != nil && !*ms.Listed:
+	case prov == config.Chutes && ms.Listed != nil && !*ms.Listed:
 		ms.WhyUnavailable = "not in Chutes' model list"
 	}
 	ms.Available = ms.WhyUnavailable == ""
@@ -348,12 +379,26 @@ func headline(s *Status, byID map[string]*ModelStatus, a chutes.Account, own int
 		}
 	}
 	var parts []string
+	chutesDown := false
 	if r := s.Upstream.Reachable; r != nil {
 		if *r {
 			parts = append(parts, "Chutes is reachable")
 		} else {
-			raise(LevelError)
-			parts = append(parts, "Chutes is unreachable: "+unreachableWhy(s.Upstream.Probe, host))
+			chutesDown = true
+			part := "Chutes is unreachable: " + unreachableWhy(s.Upstream.Probe, host)
+			via, stranded := elsewhere(s, byID)
+			if len(via) > 0 {
+				part += "; requests go to " + via
+			}
+			if len(via) == 0 || len(stranded) > 0 {
+				raise(LevelError)
+			} else {
+				raise(LevelWarn) // another provider serves every chain
+			}
+			if len(stranded) > 0 && len(s.Providers) > 0 {
+				part += "; no other provider serves " + strings.Join(stranded, ", ")
+			}
+			parts = append(parts, part)
 		}
 	}
 
@@ -392,7 +437,7 @@ func headline(s *Status, byID map[string]*ModelStatus, a chutes.Account, own int
 		down = append(down[:most], fmt.Sprintf("%d more models are down", len(down)-most))
 	}
 	parts = append(parts, down...)
-	if len(down) == 0 && len(s.Models) > 0 {
+	if len(down) == 0 && len(s.Models) > 0 && !chutesDown {
 		if len(s.Models) == 1 {
 			parts = append(parts, s.Models[0].ID+" is available")
 		} else {
@@ -426,6 +471,32 @@ func headline(s *Status, byID map[string]*ModelStatus, a chutes.Account, own int
 		}
 	}
 	return level, text
+}
+
+// elsewhere says where the chains' requests go while Chutes is
+// unreachable, by provider ("openrouter (openrouter:deepseek/deepseek-r1:free)"),
+// and which chains no model serves.
+func elsewhere(s *Status, byID map[string]*ModelStatus) (via string, stranded []string) {
+	var names []string
+	models := map[string][]string{}
+	for _, c := range s.Chains {
+		ms := byID[c.Serving]
+		switch {
+		case ms == nil:
+			stranded = append(stranded, c.Model)
+			continue
+		case ms.Provider == config.Chutes || slices.Contains(models[ms.Provider], ms.ID):
+			continue
+		case models[ms.Provider] == nil:
+			names = append(names, ms.Provider)
+		}
+		models[ms.Provider] = append(models[ms.Provider], ms.ID)
+	}
+	parts := make([]string, len(names))
+	for i, n := range names {
+		parts[i] = n + " (" + strings.Join(models[n], ", ") + ")"
+	}
+	return strings.Join(parts, " and "), stranded
 }
 
 // unreachableWhy says which step of the failed probe r failed and what to
