@@ -39,6 +39,7 @@ func commands() []command {
 		{"doctor", "check config, key, network and models: is it Chutes, or is it me?", runDoctor},
 		{"status", "print a running proxy's per-model table", runStatus},
 		{"check-config", "validate the config and print the effective config (keys redacted)", runCheckConfig},
+		{"init", "first-run set-up: check the key, pick a chain of listed models, write proxy.toml", runInit},
 		{"version", "print the version", runVersion},
 	}
 }
