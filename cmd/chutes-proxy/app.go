@@ -15,9 +15,10 @@ import (
 )
 
 // app wires the proxy's parts for one process: the health Monitor hears
-// every attempt (as the router's Observer), serves /, /status and /metrics
-// from the router's state, and probes the upstream in the background with
-// the proxy's upstream client; the quota Counter counts upstream attempts
+// every attempt (as the router's Observer) and every resumed stream,
+// serves /, /status and /metrics from the router's state, and probes the
+// upstream and each provider in the background with the proxy's upstream
+// client; the quota Counter counts upstream attempts
 // and gates requests at [quota] daily_requests.
 type app struct {
 	log     *slog.Logger
@@ -45,6 +46,7 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, er
 		Gate:    q.Gate,
 		Account: mon.AccountSummary,
 		Done:    mon.Served,
+		Resumed: mon.Resumed,
 	})
 
 	a := &app{log: log, proxy: srv, monitor: mon, quota: q, handler: srv}

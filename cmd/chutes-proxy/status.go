@@ -126,16 +126,25 @@ func printStatus(w io.Writer, st *health.Status, now time.Time) {
 	}
 
 	fmt.Fprintln(w)
-	up := "not probed"
-	switch p := st.Upstream.Probe; {
-	case p != nil && p.FailedStep == "":
-		up = fmt.Sprintf("reachable, %d ms", p.LatencyMS)
-	case p != nil:
-		up = "unreachable (" + p.FailedStep + "): " + p.Error
-	case st.Upstream.ProbeIntervalS == 0:
-		up = "not probed ([health] probe_interval is 0s)"
+	fmt.Fprintf(w, "Upstream:  %s %s\n", st.Upstream.BaseURL, reach(st.Upstream))
+	for _, p := range st.Providers {
+		line := p.Name + " " + p.BaseURL + " " + reach(p.UpstreamStatus)
+		switch n := p.ModelsListed; {
+		case n == nil:
+		case *n == 1:
+			line += ", 1 model listed"
+		default:
+			line += fmt.Sprintf(", %d models listed", *n)
+		}
+		key := p.Key.State
+		if p.Key.Prefix != "" {
+			key = p.Key.Prefix + " " + key
+		}
+		if p.Key.State == chutes.KeyRejected {
+			key += " (" + p.Key.Detail + ")"
+		}
+		fmt.Fprintf(w, "Provider:  %s; key %s\n", line, key)
 	}
-	fmt.Fprintf(w, "Upstream:  %s %s\n", st.Upstream.BaseURL, up)
 	key := st.Key.State
 	if st.Key.Prefix != "" {
 		key = st.Key.Prefix + " " + key
@@ -154,6 +163,21 @@ func printStatus(w io.Writer, st *health.Status, now time.Time) {
 			fmt.Fprintf(w, "Proxy:     %d requests today (no cap)\n", q.Count)
 		}
 	}
+}
+
+// reach says what the last probe of an upstream found.
+func reach(u health.UpstreamStatus) string {
+	switch p := u.Probe; {
+	case p != nil && p.FailedStep == "":
+		return fmt.Sprintf("reachable, %d ms", p.LatencyMS)
+	case p != nil && u.Reachable != nil && *u.Reachable:
+		return "reachable, " + p.Error // it answered, refusing the key
+	case p != nil:
+		return "unreachable (" + p.FailedStep + "): " + p.Error
+	case u.ProbeIntervalS == 0:
+		return "not probed ([health] probe_interval is 0s)"
+	}
+	return "not probed"
 }
 
 func pct(v *float64) string {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/chutes-proxy/chutes-proxy/internal/config"
@@ -239,4 +240,110 @@ func TestAppWiring(t *testing.T) {
 	if err := json.Unmarshal(b, &st); err != nil || st.Count != 5 {
 		t.Fatalf("state file after close: %s (%v), want count 5", b, err)
 	}
+}
+
+// TestStatusCommandProviders: chutes-proxy status prints a line per
+// provider, each probed with its own key: one that answers, one whose
+// local server is not running.
+func TestStatusCommandProviders(t *testing.T) {
+	const orKey = "sk-or-v1-status.test.key0123"
+	or := simulator.New(simulator.Scenario{Seed: 2, Keys: []string{orKey}, Models: []simulator.ModelScenario{{ID: "deepseek/deepseek-r1:free"}}})
+	var mu sync.Mutex
+	var auths []string
+	orSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		auths = append(auths, r.Header.Get("Authorization"))
+		mu.Unlock()
+		or.ServeHTTP(w, r)
+	}))
+	defer orSrv.Close()
+	defer or.Close()
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closed.Close()
+
+	a, url, _, _ := startApp(t, `
+[health]
+probe_interval = "1h"
+
+[[providers]]
+name = "openrouter"
+base_url = "`+orSrv.URL+`/v1"
+api_key = "`+orKey+`"
+
+[[providers]]
+name = "ollama"
+base_url = "`+closed.URL+`/v1"
+
+[[models]]
+id = "openrouter:deepseek/deepseek-r1:free"
+fallbacks = ["ollama:llama3.1:8b"]
+`)
+	a.monitor.ProbeNow(context.Background(), a.proxy.Client())
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"status", "--url", url}, &out, &errb); code != 0 {
+		t.Fatalf("status exit %d: %s", code, errb.String())
+	}
+	got := out.String()
+	t.Logf("chutes-proxy status:\n%s", got)
+	var provs []string
+	for _, l := range strings.Split(got, "\n") {
+		if strings.HasPrefix(l, "Provider:") {
+			provs = append(provs, l)
+		}
+	}
+	if len(provs) != 2 {
+		t.Fatalf("%d Provider lines, want 2", len(provs))
+	}
+	hasAll(t, provs[0], "openrouter", orSrv.URL, "reachable", "1 model listed", "key sk-or-… unchecked")
+	hasAll(t, provs[1], "ollama", "unreachable (connect)", "key not_configured")
+	hasAll(t, got, `provider "ollama"`, "ollama serve")
+	if strings.Contains(got, "status.test") {
+		t.Fatal("status output shows the provider's key")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, a := range auths {
+		if a != "Bearer "+orKey {
+			t.Errorf("the provider received Authorization %q", a)
+		}
+	}
+}
+
+// TestAppCountsResumes: a stream cut after its first tokens and resumed
+// (resume_streams) is counted on /metrics by the model cut and the one
+// that continued.
+func TestAppCountsResumes(t *testing.T) {
+	_, url, sim, _ := startApp(t, "\n[failover]\nresume_streams = true\n\n[health]\nprobe_interval = \"0s\"\n")
+	sim.SetBehavior(mDown, simulator.Behavior{Kind: simulator.KindDropAfter, DropAfter: 3})
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Post(url+"/v1/chat/completions", "application/json",
+		strings.NewReader(`{"model":"auto","stream":true,"messages":[{"role":"user","content":"hi"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), ": resumed on") {
+		t.Fatalf("the stream was not resumed:\n%s", body)
+	}
+	resp, err = c.Get(url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(metrics), `chutes_proxy_resumes_total{from="`+mDown+`",to="`) {
+		t.Fatalf("/metrics lacks chutes_proxy_resumes_total:\n%s", grepLines(string(metrics), "resumes"))
+	}
+}
+
+// grepLines are the lines of text that contain s.
+func grepLines(text, s string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, s) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
