@@ -5,7 +5,10 @@
 // proxies and a Go TCP relay, and proxies someone else runs (--target
 // NAME=URL, in front of --fake-listen), then drives plain, streaming,
 // failover and 1,000-stream loads through each, round after round, and
-// prints a markdown report with every target of issue 7.
+// prints a markdown report with every target of issue 7. The assemble
+// scenario also runs chutes-proxy a second time with stream_plain = false,
+// to give what assembling a plain reply from its stream costs, per reply and
+// per token.
 //
 //	go run ./cmd/chutes-bench                       # in-process, ~1 minute
 //	go build -o /tmp/cp ./cmd/chutes-proxy && go run ./cmd/chutes-bench --binary /tmp/cp --with-bare

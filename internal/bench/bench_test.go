@@ -44,6 +44,8 @@ func TestRunSmall(t *testing.T) {
 		"streaming: added delay per SSE event", "first model's upstream refuses connections",
 		"| 10 of 10 requests |", "first model's breaker open", "0 upstream calls",
 		"heap per open stream", "| 50 ok, 0 errors |", "a 1 MB body copied at most once",
+		"| 4 | " + legPlainOn + " |", "| 1 | " + legPlainOff + " |", "21 events (20 with a token, then usage)",
+		"| CPU, 4 clients | n/a in-process", "| the assembler alone",
 	} {
 		if !strings.Contains(report, want) {
 			t.Errorf("report lacks %q:\n%s", want, report)

@@ -121,6 +121,8 @@ func (r *runner) report(w io.Writer) {
 		p("\n")
 	}
 
+	r.reportAssemble(p)
+
 	if res.refused != nil || res.breaker != nil {
 		p("## Failover, 1 client, %d requests a round\n\n", o.FailoverCount)
 		p("| first model | compared with | p50 | p99 | added p50 | added p99 | upstream calls to the first model | errors |\n|%s\n", strings.Repeat(" --- |", 8))

@@ -69,7 +69,7 @@ func Defaults() Options {
 }
 
 // Scenarios are the names Options.Only takes.
-var Scenarios = []string{"plain16", "plain1", "stream", "refused", "breaker", "largebody", "concurrent", "startup"}
+var Scenarios = []string{"plain16", "plain1", "stream", "assemble", "refused", "breaker", "largebody", "concurrent", "startup"}
 
 func (o *Options) on(name string) bool { return len(o.Only) == 0 || o.Only[name] }
 
@@ -93,6 +93,7 @@ type runner struct {
 	ctx     context.Context
 	c       *client
 	up      *upstream
+	dir     string // the run's configs
 	chutes  *Target
 	targets []*Target // direct, chutes-proxy, then the comparisons
 	res     results
@@ -112,6 +113,7 @@ type results struct {
 	concRSS                 float64
 	peakRSS, idleRSS        uint64
 	startups                []time.Duration
+	assemble                *assembleResult
 }
 
 // Run runs the scenarios and writes the report.
@@ -133,11 +135,12 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
+	r.dir = dir
 
 	if o.Binary != "" {
 		r.chutes, err = r.startBinary(dir)
 	} else {
-		r.chutes, err = startInProcess(dir, up.URL)
+		r.chutes, err = startInProcess(dir, up.URL, true)
 	}
 	if err != nil {
 		return err
@@ -167,7 +170,7 @@ func Run(ctx context.Context, o Options) error {
 		name string
 		f    func() error
 	}{
-		{"plain16", r.plain16}, {"plain1", r.plain1}, {"stream", r.streamScenario},
+		{"plain16", r.plain16}, {"plain1", r.plain1}, {"stream", r.streamScenario}, {"assemble", r.assembleScenario},
 		{"refused", r.refusedScenario}, {"breaker", r.breakerScenario},
 		{"largebody", r.largeBody}, {"concurrent", r.concurrent},
 	} {
@@ -194,7 +197,7 @@ func Run(ctx context.Context, o Options) error {
 // scenario is off), timing each start and reading its idle RSS, and keeps
 // the last one running.
 func (r *runner) startBinary(dir string) (*Target, error) {
-	b, err := newBinary(r.o.Binary, r.o.BinaryEnv, dir, r.up.URL)
+	b, err := newBinary(r.o.Binary, r.o.BinaryEnv, dir, r.up.URL, true)
 	if err != nil {
 		return nil, err
 	}
@@ -361,8 +364,15 @@ func median[T time.Duration | float64 | uint64](xs []T) T {
 // targetScenario runs run(t) against every target, each round measuring
 // the target's CPU time, and aggregates against direct.
 func (r *runner) targetScenario(run func(t *Target, warm bool) sample) map[string]*Agg {
+	return aggregateAll(r.targetRounds(r.targets, run))
+}
+
+// targetRounds runs run(t) against each of targets (the first is direct),
+// each round measuring the target's CPU time, and returns the samples by
+// target name in round order.
+func (r *runner) targetRounds(targets []*Target, run func(t *Target, warm bool) sample) map[string][]sample {
 	var legs []leg
-	for _, t := range r.targets {
+	for _, t := range targets {
 		legs = append(legs, leg{name: t.Name, t: t, run: func() sample {
 			c0, ok0 := procCPU(t.CPUPIDs)
 			s := run(t, false)
@@ -371,24 +381,34 @@ func (r *runner) targetScenario(run func(t *Target, warm bool) sample) map[strin
 			return s
 		}})
 	}
-	got := r.rounds(legs, func(l leg) { run(l.t, true) })
+	return r.rounds(legs, func(l leg) { run(l.t, true) })
+}
+
+// aggregateAll aggregates every target's samples against direct's.
+func aggregateAll(got map[string][]sample) map[string]*Agg {
 	out := map[string]*Agg{}
-	for _, l := range legs {
-		out[l.name] = aggregate(l.name, got[l.name], got["direct"])
-		out[l.name].base = l.name == "direct"
+	for name, s := range got {
+		out[name] = aggregate(name, s, got["direct"])
+		out[name].base = name == "direct"
 	}
 	return out
 }
 
 func (r *runner) plain(clients int) map[string]*Agg {
+	return r.targetScenario(r.plainRun(clients))
+}
+
+// plainRun posts plain chats from clients workers for a round, or for a
+// warm-up of 300 ms (no longer than a round).
+func (r *runner) plainRun(clients int) func(t *Target, warm bool) sample {
 	body := chatBody(ModelOK, false, bodySize)
-	return r.targetScenario(func(t *Target, warm bool) sample {
+	return func(t *Target, warm bool) sample {
 		d := r.o.Duration
 		if warm {
-			d = 300 * time.Millisecond
+			d = min(d, 300*time.Millisecond)
 		}
 		return r.c.plain(r.ctx, chatURL(t), body, clients, d, 0)
-	})
+	}
 }
 
 func (r *runner) plain16() error {

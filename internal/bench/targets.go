@@ -119,7 +119,14 @@ func (t *Target) Mem(gc bool) (Mem, error) {
 
 // configTOML is the proxy's config for a run: the simulator, no probes, no
 // account API (nothing leaves loopback), and the bench models' chains.
-func configTOML(upstreamURL string) string {
+// streamPlain false sets stream_plain = false; otherwise the key is left
+// out (the default is on), so that a binary older than stream_plain still
+// reads the config.
+func configTOML(upstreamURL string, streamPlain bool) string {
+	plainKey := ""
+	if !streamPlain {
+		plainKey = "stream_plain = false\n"
+	}
 	return `listen = "127.0.0.1:0"
 max_body_mb = 32
 
@@ -131,6 +138,7 @@ first_byte_timeout = "10s"
 idle_timeout = "30s"
 request_timeout = "2m"
 account_url = ""
+` + plainKey + `
 
 [failover]
 max_attempts = 3
@@ -161,17 +169,22 @@ cooldown = "1h"
 `
 }
 
-func writeConfig(dir, upstreamURL string) (string, error) {
+// writeConfig writes the run's config into dir, one file per stream_plain
+// setting.
+func writeConfig(dir, upstreamURL string, streamPlain bool) (string, error) {
 	path := filepath.Join(dir, "proxy.toml")
-	return path, os.WriteFile(path, []byte(configTOML(upstreamURL)), 0o600)
+	if !streamPlain {
+		path = filepath.Join(dir, "proxy-stream-plain-off.toml")
+	}
+	return path, os.WriteFile(path, []byte(configTOML(upstreamURL, streamPlain)), 0o600)
 }
 
 // startInProcess serves chutes-proxy from this process: the run's config
 // with an empty environment, proxy.New and proxy.HTTPServer. Its log lines
 // are formatted as the binary's are (text, level info) and dropped, so that
 // their cost is counted.
-func startInProcess(dir, upstreamURL string) (*Target, error) {
-	path, err := writeConfig(dir, upstreamURL)
+func startInProcess(dir, upstreamURL string, streamPlain bool) (*Target, error) {
+	path, err := writeConfig(dir, upstreamURL, streamPlain)
 	if err != nil {
 		return nil, err
 	}
@@ -200,7 +213,7 @@ type binary struct {
 	pprof        bool // its serve has --pprof
 }
 
-func newBinary(path string, env []string, dir, upstreamURL string) (*binary, error) {
+func newBinary(path string, env []string, dir, upstreamURL string, streamPlain bool) (*binary, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, err
@@ -208,7 +221,7 @@ func newBinary(path string, env []string, dir, upstreamURL string) (*binary, err
 	if _, err := os.Stat(abs); err != nil {
 		return nil, err
 	}
-	config, err := writeConfig(dir, upstreamURL)
+	config, err := writeConfig(dir, upstreamURL, streamPlain)
 	if err != nil {
 		return nil, err
 	}
