@@ -54,6 +54,9 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == badDayCommand {
+		os.Exit(runBadDay(os.Args[2:]))
+	}
 	os.Exit(run())
 }
 
