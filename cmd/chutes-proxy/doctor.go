@@ -10,7 +10,8 @@ import (
 
 func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("doctor", "Check config, key, DNS, TCP, TLS, the upstream's /models, the account behind the key, that every configured model exists, "+
-		"and the listen port: one line per check (ok, warn or FAIL with the fix). Exit 0 when nothing failed, 1 otherwise. "+
+		"each other provider (reachable, its own key not refused, its models listed) and the listen port: one line per check (ok, warn or FAIL with the fix). "+
+		"Exit 0 when nothing failed, 1 otherwise. "+
 		"Is it Chutes, or is it me?", stdout, stderr)
 	file := fs.String("config", "", "config file (default: $CHUTES_PROXY_CONFIG, ./proxy.toml, else the built-in defaults)")
 	live := fs.Bool("live", false, "also send one minimal chat completion (max_tokens 1) to the first configured model, proving key, balance and model end to end; it counts against the daily quota")

@@ -203,3 +203,67 @@ func TestDoctorCommandUsage(t *testing.T) {
 		})
 	}
 }
+
+// TestDoctorCommandProviders: one line per provider, the one that answers
+// ok with its own key, the local Ollama that is not running a FAIL saying
+// to start it; exit 1.
+func TestDoctorCommandProviders(t *testing.T) {
+	doctorEnv(t)
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	fake := &doctorFake{}
+	srv := httptest.NewServer(fake)
+	defer srv.Close()
+	const orKey = "sk-or-v1-doctorcmd.0123456789"
+	var mu sync.Mutex
+	var auths []string
+	or := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		auths = append(auths, r.Header.Get("Authorization"))
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"data":[{"id":"deepseek/deepseek-r1:free","context_length":163840}]}`)
+	}))
+	defer or.Close()
+	down := httptest.NewServer(http.NotFoundHandler())
+	down.Close()
+	t.Setenv("OPENROUTER_API_KEY", orKey)
+
+	path := doctorConfig(t, srv, "deepseek-ai/DeepSeek-R1")
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, `
+[[models]]
+id = "openrouter:deepseek/deepseek-r1:free"
+fallbacks = ["ollama:llama3.1:8b"]
+
+[[providers]]
+name = "openrouter"
+base_url = "%s/api/v1"
+api_key_env = "OPENROUTER_API_KEY"
+
+[[providers]]
+name = "ollama"
+base_url = "%s/v1"
+`, or.URL, down.URL)
+	f.Close()
+
+	code, out, _ := runDoctorCmd(t, "--config", path)
+	if code != 1 {
+		t.Errorf("exit %d, want 1", code)
+	}
+	hasAll(t, out, "ok    model ids  all 2 configured models and fallbacks are listed upstream",
+		"ok    provider   openrouter: GET "+or.URL+"/api/v1/models answered 200", `its key sk-or-… (api_key_env = "OPENROUTER_API_KEY") was not refused`,
+		"it lists openrouter:deepseek/deepseek-r1:free",
+		"FAIL  provider   ollama: nothing listens at "+down.URL+"/v1 (connection refused)", "`ollama serve`",
+		"1 problem on your side")
+	if strings.Contains(out, "doctorcmd.0123") || strings.Contains(out, "0123456789abcdef") {
+		t.Error("the output shows a key")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(auths) != 1 || auths[0] != "Bearer "+orKey {
+		t.Errorf("OpenRouter received %q, want its own key once", auths)
+	}
+}

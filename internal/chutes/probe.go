@@ -63,8 +63,10 @@ type Reachability struct {
 	// Models is how many models the list holds.
 	Models int `json:"models_listed"`
 	// Reason is the upstream's own words with an error status ("Invalid
-	// token"), for a caller that explains it (doctor); "" otherwise.
+	// token"), and Body its answer (the first 64 KiB), for a caller that
+	// explains it (doctor); "" and nil otherwise.
 	Reason string `json:"-"`
+	Body   []byte `json:"-"`
 	// Err is what ended the probe without a whole answer, for a caller
 	// that explains it (doctor); nil when an answer came.
 	Err error `json:"-"`
@@ -130,7 +132,7 @@ func Probe(ctx context.Context, client *http.Client, t config.Target) (Reachabil
 		r.FailedStep, r.Error = StepResponse, "GET "+r.URL+" answered 200 with "+seen+", not a model list"
 	case err == nil:
 		ue := &failover.UpstreamError{Status: r.Status, Body: body}
-		r.Reason = ue.Reason()
+		r.Reason, r.Body = ue.Reason(), body[:min(len(body), 64<<10)]
 		r.FailedStep, r.Error = StepHTTP, "GET "+r.URL+" answered "+strconv.Itoa(r.Status)+": "+r.Reason
 		if r.Status == http.StatusNotFound || r.Status < 500 && r.Status != http.StatusTooManyRequests && failover.LooksLikeHTML(body) {
 			r.FailedStep = StepResponse

@@ -1,8 +1,10 @@
 // Package doctor answers "is it Chutes, or is it me?" before a chat fails.
 // It checks, in order, the config, the key, base_url, DNS, TCP, TLS, the
 // upstream's /models, the key against Chutes' account API, that every
-// configured model is listed, the listen port and, when asked, one real
-// completion; each check prints one line, ok / warn / FAIL with the fix.
+// configured model is listed, each other provider (reachable, its own key
+// not refused, its configured models listed), the listen port and, when
+// asked, one real completion; each check prints one line, ok / warn / FAIL
+// with the fix.
 //
 // Everything that touches the network can be injected (resolvers, the
 // dialer, root certificates, the clock), so the checks are tested against
@@ -49,6 +51,8 @@ const (
 	CheckModels   = "models"
 	CheckAccount  = "account"
 	CheckModelIDs = "model ids"
+	// CheckProvider is one line per [[providers]] table, its name first.
+	CheckProvider = "provider"
 	CheckListen   = "listen"
 	CheckLive     = "live"
 )
@@ -235,6 +239,7 @@ func (r *runner) run(ctx context.Context) {
 	account, listen := make(chan Result, 1), make(chan Result, 1)
 	go func() { account <- r.checkAccount(ctx) }()
 	go func() { listen <- r.checkListen(ctx) }()
+	providers := r.checkProviders(ctx)
 
 	r.probe(ctx)
 	r.add(r.checkTCP())
@@ -242,6 +247,9 @@ func (r *runner) run(ctx context.Context) {
 	r.add(r.checkModels())
 	r.add(<-account)
 	r.add(r.checkModelIDs())
+	for _, p := range providers {
+		r.add(<-p)
+	}
 	r.add(<-listen)
 	if r.o.Live {
 		r.add(r.checkLive(ctx))

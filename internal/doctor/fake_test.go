@@ -40,6 +40,7 @@ type fakeChutes struct {
 	chatBody     string // "" = a one-choice completion
 	chats        []map[string]any
 	auths        []string // Authorization headers seen on the account API
+	allAuths     []string // Authorization headers of every request
 }
 
 func newFakeChutes() *fakeChutes {
@@ -53,6 +54,7 @@ func newFakeChutes() *fakeChutes {
 func (f *fakeChutes) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.allAuths = append(f.allAuths, r.Header.Get("Authorization"))
 	w.Header().Set("Content-Type", "application/json")
 	switch r.URL.Path {
 	case "/v1/models":
@@ -159,12 +161,14 @@ func startChutes(t testing.TB, f *fakeChutes) *httptest.Server {
 	return srv
 }
 
-// loopbackDial sends every connection to srv, and refuses anything that is
-// not a loopback address: no test sends traffic off this machine.
+// loopbackDial sends every connection to port 443 (Chutes' two hosts) to
+// srv and any other to the loopback address asked for (the other
+// providers' servers), and refuses anything that is not a loopback
+// address: no test sends traffic off this machine.
 func loopbackDial(t testing.TB, srv *httptest.Server) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	to := srv.Listener.Addr().String()
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		host, _, err := net.SplitHostPort(addr)
+		host, port, err := net.SplitHostPort(addr)
 		if err != nil {
 			return nil, err
 		}
@@ -172,8 +176,12 @@ func loopbackDial(t testing.TB, srv *httptest.Server) func(ctx context.Context, 
 			t.Errorf("the doctor dialled %s, which is not loopback", addr)
 			return nil, fmt.Errorf("test: refusing to dial %s", addr)
 		}
+		dest := to
+		if port != "443" {
+			dest = addr
+		}
 		var d net.Dialer
-		return d.DialContext(ctx, network, to)
+		return d.DialContext(ctx, network, dest)
 	}
 }
 

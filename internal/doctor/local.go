@@ -136,15 +136,22 @@ func (r *runner) checkBaseURL() Result {
 	return warn(CheckBaseURL, "%s%s is not Chutes' API (%s): fine for a relay you trust; for Chutes itself, %s", base, from, diagnose.CurrentBaseURL, fix)
 }
 
-// checkModelIDs says which configured models (ids and fallbacks that are
-// not aliases) the upstream does not list, with the closest real ids.
+// checkModelIDs says which configured Chutes models (ids and fallbacks
+// that are not aliases) the upstream does not list, with the closest real
+// ids. Other providers' models are checked on their own lines.
 func (r *runner) checkModelIDs() Result {
 	cfg := r.cfg
 	type want struct{ id, where string }
 	var wants []want
 	names := map[string]bool{} // ids to check, and aliases (never checked)
+	others := 0
 	add := func(id, where string) {
-		if !names[id] {
+		prov, model := cfg.Split(id)
+		if prov != config.Chutes {
+			others++
+			return
+		}
+		if id = model; !names[id] {
 			names[id] = true
 			wants = append(wants, want{id, where})
 		}
@@ -160,7 +167,10 @@ func (r *runner) checkModelIDs() Result {
 			add(f, fmt.Sprintf("models[%d].fallbacks", i))
 		}
 	}
-	if len(wants) == 0 {
+	switch {
+	case len(wants) == 0 && others > 0:
+		return ok(CheckModelIDs, "every configured model is another provider's: see the %s lines", CheckProvider)
+	case len(wants) == 0:
 		return ok(CheckModelIDs, "no [[models]] configured: nothing to check")
 	}
 	if r.known == nil {

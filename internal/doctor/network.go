@@ -215,7 +215,7 @@ func (r *runner) checkTLS() Result {
 	case !r.connected():
 		return warn(CheckTLS, "not tried: no TCP connection (see %s above)", CheckTCP)
 	case r.path.TLS == nil:
-		return fail(CheckTLS, "%s", r.tlsProblem(r.path.Err))
+		return fail(CheckTLS, "%s", r.tlsProblem(r.target.host, r.path.Err))
 	}
 	r.secured = true
 	st := r.path.TLS
@@ -236,8 +236,8 @@ func (r *runner) connectTimeout() time.Duration {
 	return tcpTimeout
 }
 
-func (r *runner) tlsProblem(err error) string {
-	host := r.target.host
+// tlsProblem explains a failed handshake with host.
+func (r *runner) tlsProblem(host string, err error) string {
 	var ve *tls.CertificateVerificationError
 	if !errors.As(err, &ve) || len(ve.UnverifiedCertificates) == 0 {
 		if failover.IsTimeout(err) {
@@ -285,7 +285,13 @@ func issuer(c *x509.Certificate) string {
 // dial connects to addr within connectTimeout, resolving its host the way
 // checkDNS found works.
 func (r *runner) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, r.connectTimeout())
+	return r.dialVia(ctx, r.resolver, r.connectTimeout(), network, addr)
+}
+
+// dialVia connects to addr within timeout, resolving its host with res
+// and trying each address in turn.
+func (r *runner) dialVia(ctx context.Context, res Resolver, timeout time.Duration, network, addr string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -293,7 +299,7 @@ func (r *runner) dial(ctx context.Context, network, addr string) (net.Conn, erro
 	}
 	addrs := []string{host}
 	if net.ParseIP(host) == nil {
-		if addrs, err = r.resolver.LookupHost(ctx, host); err != nil {
+		if addrs, err = res.LookupHost(ctx, host); err != nil {
 			return nil, err
 		}
 	}
