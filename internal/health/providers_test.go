@@ -373,3 +373,49 @@ func TestProviderBacksOffAlone(t *testing.T) {
 		}
 	})
 }
+
+// TestProviderContextWindow: the probe stores a provider's listed context
+// windows where the router reads them, so a provider's model whose window
+// is smaller than the prompt is skipped for the next one of the chain.
+func TestProviderContextWindow(t *testing.T) {
+	small := simulator.New(simulator.Scenario{Seed: 4, AcceptAnyKey: true,
+		Models: []simulator.ModelScenario{{ID: "llama3.1:8b", Behavior: simulator.Behavior{ContextLength: 256}}}})
+	srv := httptest.NewServer(small)
+	defer srv.Close()
+	defer small.Close()
+	o := newOthers(t)
+	h := newHarness(t, o.config, func(c *config.Config) {
+		c.Providers[1].BaseURL = srv.URL + "/v1" // local: a 256-token window
+		c.Models[0].Fallbacks = []string{mLocal, mOR}
+	})
+	h.sim.SetBehavior(mHead, simulator.Behavior{Kind: simulator.KindDown})
+	h.probe()
+	if e, ok := h.srv.Catalog().Lookup(mLocal); !ok || e.ContextLength != 256 {
+		t.Fatalf("catalog entry of %s: %+v %v", mLocal, e, ok)
+	}
+	prompt := strings.Repeat("tell me about the sea. ", 400) // ~2,400 tokens
+	resp, err := h.client.Post(h.url+"/v1/chat/completions", "application/json",
+		strings.NewReader(`{"model":"auto","messages":[{"role":"user","content":"`+prompt+`"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if by := resp.Header.Get("X-Chutes-Proxy-Model"); resp.StatusCode != 200 || by != mOR {
+		t.Fatalf("chat: %d by %q, want 200 by %s", resp.StatusCode, by, mOR)
+	}
+	body, _ := h.get(t, "/metrics")
+	if !strings.Contains(body, `chutes_proxy_attempts_total{kind="context_too_small",model="local:llama3.1:8b"} 1`) {
+		t.Errorf("/metrics lacks the context skip:\n%s", grepAttempts(body))
+	}
+}
+
+func grepAttempts(body string) string {
+	var out []string
+	for _, l := range strings.Split(body, "\n") {
+		if strings.HasPrefix(l, "chutes_proxy_attempts_total") {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
