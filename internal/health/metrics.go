@@ -147,7 +147,9 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descProbe, prometheus.GaugeValue, float64(p.LatencyMS)/1000)
 		ch <- prometheus.MustNewConstMetric(descProvUp, prometheus.GaugeValue, b2f(p.OK()), config.Chutes)
 		ch <- prometheus.MustNewConstMetric(descProvProbe, prometheus.GaugeValue, float64(p.LatencyMS)/1000, config.Chutes)
-		ch <- prometheus.MustNewConstMetric(descProvListed, prometheus.GaugeValue, float64(p.Models), config.Chutes)
+		if p.OK() {
+			ch <- prometheus.MustNewConstMetric(descProvListed, prometheus.GaugeValue, float64(p.Models), config.Chutes)
+		}
 	}
 	cfg := m.config()
 	provs := m.conf.Load().providers

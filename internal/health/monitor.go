@@ -46,8 +46,9 @@ type Options struct {
 	// because it is the router's Observer, built first, and its hot path
 	// needs the configured models (always tracked).
 	Config *config.Config
-	// Catalog is the upstream's model list, which each probe refreshes and
-	// /status reads; nil means one of the Monitor's own.
+	// Catalog is the upstream's model list and each provider's, which each
+	// probe refreshes and /status (and the router, for context windows)
+	// reads; nil means one of the Monitor's own.
 	Catalog Catalog
 	// Logger; nil discards.
 	Logger *slog.Logger

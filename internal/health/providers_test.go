@@ -419,3 +419,18 @@ func grepAttempts(body string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestProviderLedChainDown: a chain led by a provider's model whose server
+// is not running is down in the headline, with where its requests go.
+func TestProviderLedChainDown(t *testing.T) {
+	o := newOthers(t)
+	h := newHarness(t, o.config, func(c *config.Config) {
+		c.Models = []config.Model{{ID: mOllama, Aliases: []string{"qwen"}, Fallbacks: []string{mOR}}}
+	})
+	h.probe()
+	s := h.status(t)
+	if s.Chains[0].Serving != mOR || s.Level != health.LevelWarn {
+		t.Fatalf("level %s chains %+v", s.Level, s.Chains)
+	}
+	hasAll(t, s.Headline, mOllama+" is down (ollama is unreachable), requests go to "+mOR)
+}

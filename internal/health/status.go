@@ -406,11 +406,23 @@ func headline(s *Status, byID map[string]*ModelStatus, a chutes.Account, own int
 	mentioned := map[string]bool{}
 	for _, c := range s.Chains {
 		head := byID[c.Model]
-		if head == nil || head.Available {
+		var why string
+		switch {
+		case head == nil:
+			continue
+		case !head.Available:
+			why = downWhy(head)
+		case head.Provider != config.Chutes:
+			// Its breaker is closed, but its provider does not answer;
+			// Chutes' own models are the part above's.
+			if why = providerDown(s, head.Provider); why == "" {
+				continue
+			}
+		default:
 			continue
 		}
 		mentioned[c.Model] = true
-		d := c.Model + " is down (" + downWhy(head) + ")"
+		d := c.Model + " is down (" + why + ")"
 		if c.Serving != "" {
 			raise(LevelWarn)
 			d += ", requests go to " + c.Serving
@@ -471,6 +483,21 @@ func headline(s *Status, byID map[string]*ModelStatus, a chutes.Account, own int
 		}
 	}
 	return level, text
+}
+
+// providerDown says why provider name does not serve ("openrouter is
+// unreachable"), "" when it does.
+func providerDown(s *Status, name string) string {
+	for i := range s.Providers {
+		switch ps := &s.Providers[i]; {
+		case ps.Name != name || ps.Serves():
+		case ps.Key.State == chutes.KeyRejected:
+			return name + " refused its key"
+		default:
+			return name + " is unreachable"
+		}
+	}
+	return ""
 }
 
 // elsewhere says where the chains' requests go while Chutes is
