@@ -189,7 +189,8 @@ func (in *initer) run(ctx context.Context) error {
 		if list.err != nil {
 			why = list.err.Error()
 		}
-		fmt.Fprintf(in.out, "\nCould not list the models at %s (%s).\nWriting the built-in chain instead; run `chutes-proxy doctor` once Chutes answers to check it.\n", in.base, why)
+		fmt.Fprintf(in.out, "\nCould not list the models at %s (%s): offline, or Chutes is down.\n"+
+			"Writing the built-in chain instead; run `chutes-proxy doctor` once Chutes answers to check it.\n", in.base, why)
 	} else {
 		if f.Chain, err = in.askChain(ctx, list.entries); err != nil {
 			return err
@@ -230,6 +231,9 @@ func (in *initer) run(ctx context.Context) error {
 // mayWrite says whether the file may be written, asking before an existing
 // one is replaced; replace is true when it exists and may be.
 func (in *initer) mayWrite(ctx context.Context) (replace bool, err error) {
+	if fi, err := os.Stat(filepath.Dir(in.path)); err != nil || !fi.IsDir() {
+		return false, fmt.Errorf("cannot write %s: its directory %s does not exist; %w", in.path, filepath.Dir(in.path), errNothingWritten)
+	}
 	_, err = os.Stat(in.path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -255,7 +259,7 @@ func (in *initer) mayWrite(ctx context.Context) (replace bool, err error) {
 func (in *initer) askKey(ctx context.Context) (key string, fromEnv bool, err error) {
 	if key = strings.TrimFunc(in.getenv(config.EnvAPIKey), isPasteJunk); key != "" {
 		fmt.Fprintf(in.out, "Using the key in %s (%s).\n", config.EnvAPIKey, config.Redact(key))
-		if !in.checkKey(ctx, key, "from "+config.EnvAPIKey) {
+		if !in.keyOK(ctx, key, "from "+config.EnvAPIKey) {
 			return "", true, fmt.Errorf("fix %s, or unset it to type the key; %w", config.EnvAPIKey, errNothingWritten)
 		}
 		return key, true, nil
@@ -274,19 +278,26 @@ func (in *initer) askKey(ctx context.Context) (key string, fromEnv bool, err err
 		if key, err = in.p.secret(ctx, q); err != nil {
 			return "", false, err
 		}
-		key = strings.TrimFunc(key, isPasteJunk)
-		switch {
+		switch key = strings.TrimFunc(key, isPasteJunk); {
 		case key == "" && try == 1:
 			fmt.Fprintln(in.out, "No key: apps send their own Chutes key (as their OpenAI API key).")
 			return "", false, nil
-		case key == "":
-			return "", false, errNothingWritten
-		case in.checkKey(ctx, key, "as typed"):
+		case key != "" && in.keyOK(ctx, key, "as typed"):
 			return key, false, nil
-		case try == initKeyTries:
-			return "", false, errNothingWritten
+		case key == "" || try == initKeyTries:
+			return "", false, fmt.Errorf("no key that Chutes accepts; %w", errNothingWritten)
 		}
 	}
+}
+
+// keyOK says whether key may be used: nothing inside it that no key has,
+// and not rejected by the account API. It says what is wrong.
+func (in *initer) keyOK(ctx context.Context, key, from string) bool {
+	if strings.ContainsFunc(key, isPasteJunk) {
+		fmt.Fprintf(in.out, "The key %s (%s) has white space, quotes or control characters inside it, which no key has: copy it again.\n", config.Redact(key), from)
+		return false
+	}
+	return in.checkKey(ctx, key, from)
 }
 
 // checkKey asks the account API about key and says what it answered;
@@ -630,9 +641,8 @@ func (in *initer) summary(cfg *config.Config, f initFile, key string, fromEnv bo
 	if filepath.Clean(in.path) != "proxy.toml" || in.getenv(config.EnvConfig) != "" {
 		flagPart = " --config " + in.path
 	}
-	fmt.Fprintln(in.out, "\nNext:")
-	fmt.Fprintf(in.out, "  chutes-proxy doctor%s   checks the key, the network and every model of the chain\n", flagPart)
-	fmt.Fprintf(in.out, "  chutes-proxy%s          serves on http://%s/v1\n", flagPart, cfg.Listen)
+	fmt.Fprintf(in.out, "\nCheck it:  chutes-proxy doctor%s\n", flagPart)
+	fmt.Fprintf(in.out, "Serve it:  chutes-proxy%s\n", flagPart)
 	model := "the model ids above"
 	if len(cfg.Models) > 0 {
 		model = strconv.Quote(cmp.Or(append(slices.Clone(cfg.Models[0].Aliases), cfg.Models[0].ID)...))
@@ -1109,6 +1119,9 @@ func (p *prompter) read(ctx context.Context, read func() (string, error)) (strin
 func (p *prompter) line(ctx context.Context, q string) (string, error) {
 	fmt.Fprint(p.out, q)
 	s, err := p.read(ctx, func() (string, error) { return p.in.ReadString('\n') })
+	if p.termFD < 0 {
+		fmt.Fprintln(p.out) // a terminal echoes the answer's Enter; a pipe does not
+	}
 	return strings.TrimSpace(s), err
 }
 
