@@ -21,7 +21,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/pelletier/go-toml/v2"
 	"golang.org/x/term"
@@ -257,7 +256,7 @@ func (in *initer) mayWrite(ctx context.Context) (replace bool, err error) {
 // askKey returns the Chutes key, from $CHUTES_API_KEY or typed, once Chutes'
 // account API has not rejected it; "" when there is none.
 func (in *initer) askKey(ctx context.Context) (key string, fromEnv bool, err error) {
-	if key = strings.TrimFunc(in.getenv(config.EnvAPIKey), isPasteJunk); key != "" {
+	if key = strings.TrimFunc(in.getenv(config.EnvAPIKey), config.IsKeyJunk); key != "" {
 		fmt.Fprintf(in.out, "Using the key in %s (%s).\n", config.EnvAPIKey, config.Redact(key))
 		if !in.keyOK(ctx, key, "from "+config.EnvAPIKey) {
 			return "", true, fmt.Errorf("fix %s, or unset it to type the key; %w", config.EnvAPIKey, errNothingWritten)
@@ -278,7 +277,7 @@ func (in *initer) askKey(ctx context.Context) (key string, fromEnv bool, err err
 		if key, err = in.p.secret(ctx, q); err != nil {
 			return "", false, err
 		}
-		switch key = strings.TrimFunc(key, isPasteJunk); {
+		switch key = strings.TrimFunc(key, config.IsKeyJunk); {
 		case key == "" && try == 1:
 			fmt.Fprintln(in.out, "No key: apps send their own Chutes key (as their OpenAI API key).")
 			return "", false, nil
@@ -293,7 +292,7 @@ func (in *initer) askKey(ctx context.Context) (key string, fromEnv bool, err err
 // keyOK says whether key may be used: nothing inside it that no key has,
 // and not rejected by the account API. It says what is wrong.
 func (in *initer) keyOK(ctx context.Context, key, from string) bool {
-	if strings.ContainsFunc(key, isPasteJunk) {
+	if strings.ContainsFunc(key, config.IsKeyJunk) {
 		fmt.Fprintf(in.out, "The key %s (%s) has white space, quotes or control characters inside it, which no key has: copy it again.\n", config.Redact(key), from)
 		return false
 	}
@@ -332,12 +331,6 @@ func (in *initer) checkKey(ctx context.Context, key, from string) bool {
 		fmt.Fprintf(in.out, "Key %s not checked: %s.\n", shown, a.Error)
 	}
 	return true
-}
-
-// isPasteJunk reports whether r is never part of a key but often pasted
-// with one: what config.Load trims from a key it reads.
-func isPasteJunk(r rune) bool {
-	return unicode.IsSpace(r) || r == '"' || r == '\'' || unicode.Is(unicode.Cf, r) || unicode.IsControl(r)
 }
 
 // askChain proposes a chain from the listed models and, unless --yes, lets

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"unicode"
 
@@ -47,8 +48,8 @@ type Options struct {
 }
 
 // Load finds the config in the contract's order — Options.File,
-// $CHUTES_PROXY_CONFIG, ./proxy.toml in Options.Dir, else the embedded
-// defaults — and has koanf layer the embedded defaults, the file, the
+// $CHUTES_PROXY_CONFIG, ./proxy.toml in Options.Dir, UserFile, else the
+// embedded defaults — and has koanf layer the embedded defaults, the file, the
 // environment and the flags, then decodes the result strictly and
 // validates it. The defaults come first so that a key the file leaves out
 // keeps its documented value, except [[models]]: a file's tables replace
@@ -89,7 +90,7 @@ func Load(opts Options) (*Config, error) {
 		{"upstream.api_key", "env " + EnvAPIKey, opts.Getenv(EnvAPIKey)},
 		{"listen", "flag --listen", opts.Listen},
 	} {
-		if strings.TrimFunc(o.val, isKeyJunk) == "" {
+		if strings.TrimFunc(o.val, IsKeyJunk) == "" {
 			if o.val != "" {
 				notes = append(notes, o.who+" is set but holds only white space or quotes; ignored")
 			}
@@ -123,16 +124,22 @@ func Load(opts Options) (*Config, error) {
 }
 
 // find returns the config file's path and content, or "" and the embedded
-// defaults.
+// defaults. After ./proxy.toml it looks in the user's config directory, so
+// that an installed binary started from anywhere (a login item, a desktop
+// shortcut, Termux:Boot) finds the file `chutes-proxy init` put there.
 func find(opts Options) (string, []byte, error) {
 	p, via := opts.File, "--config"
 	if p == "" {
 		p, via = opts.Getenv(EnvConfig), "$"+EnvConfig
 	}
 	if p == "" {
-		p = filepath.Join(opts.Dir, "proxy.toml")
-		if b, err := os.ReadFile(p); !errors.Is(err, fs.ErrNotExist) {
-			return p, b, err
+		for _, p := range []string{filepath.Join(opts.Dir, "proxy.toml"), UserFile(opts.Getenv)} {
+			if p == "" {
+				continue
+			}
+			if b, err := os.ReadFile(p); !errors.Is(err, fs.ErrNotExist) {
+				return p, b, err
+			}
 		}
 		return "", chutesproxy.DefaultConfig, nil
 	}
@@ -146,13 +153,42 @@ func find(opts Options) (string, []byte, error) {
 	return p, b, nil
 }
 
+// UserFile is chutes-proxy/proxy.toml in the user's config directory, the
+// one os.UserConfigDir names — %AppData% on Windows, ~/Library/Application
+// Support on macOS, $XDG_CONFIG_HOME or ~/.config elsewhere, Termux
+// included — but read through getenv (nil means os.Getenv), so that tests
+// never see the real one. "" when the environment names no such directory.
+func UserFile(getenv func(string) string) string {
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	var dir string
+	switch runtime.GOOS {
+	case "windows":
+		dir = getenv("APPDATA")
+	case "darwin", "ios":
+		if home := getenv("HOME"); filepath.IsAbs(home) {
+			dir = filepath.Join(home, "Library", "Application Support")
+		}
+	default:
+		dir = getenv("XDG_CONFIG_HOME")
+		if home := getenv("HOME"); !filepath.IsAbs(dir) && filepath.IsAbs(home) {
+			dir = filepath.Join(home, ".config")
+		}
+	}
+	if !filepath.IsAbs(dir) {
+		return ""
+	}
+	return filepath.Join(dir, "chutes-proxy", "proxy.toml")
+}
+
 // trimKey removes what a copy and paste drags along around a key — spaces,
 // line ends, quotes, zero-width characters — since no key contains them and
 // a key with them is rejected upstream with a message that does not say
 // why. It notes the trim, showing only the key's redacted prefix.
 func trimKey(name, from string, s Secret, notes *[]string) Secret {
 	raw := s.Reveal()
-	t := strings.TrimFunc(raw, isKeyJunk)
+	t := strings.TrimFunc(raw, IsKeyJunk)
 	what := "white space"
 	if strings.ContainsAny(strings.Replace(raw, t, "", 1), `"'`) { // what is around t
 		what += " or quotes"
@@ -167,9 +203,9 @@ func trimKey(name, from string, s Secret, notes *[]string) Secret {
 	return Secret(t)
 }
 
-// isKeyJunk reports whether r is never part of a key but often pasted with
-// one.
-func isKeyJunk(r rune) bool {
+// IsKeyJunk reports whether r is never part of a key but often pasted with
+// one: white space, quotes, zero-width and control characters.
+func IsKeyJunk(r rune) bool {
 	return unicode.IsSpace(r) || r == '"' || r == '\'' || unicode.Is(unicode.Cf, r) || unicode.IsControl(r)
 }
 

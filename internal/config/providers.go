@@ -35,6 +35,24 @@ type Provider struct {
 	StreamPlain      *bool             `toml:"stream_plain,omitempty"`
 }
 
+// KeySetting names where the provider's key is set, as a fix says it:
+// `api_key_env = "X"` or `api_key`.
+func (p Provider) KeySetting() string {
+	if p.APIKeyEnv != "" {
+		return fmt.Sprintf("api_key_env = %q", p.APIKeyEnv)
+	}
+	return "api_key"
+}
+
+// Provider returns the [[providers]] table named name, if any.
+func (c *Config) Provider(name string) (Provider, bool) {
+	i := slices.IndexFunc(c.Providers, func(p Provider) bool { return p.Name == name })
+	if i < 0 {
+		return Provider{}, false
+	}
+	return c.Providers[i], true
+}
+
 // Target is where a provider's requests go and how long each step may take:
 // [upstream] for Chutes, a [[providers]] table over it for the others.
 type Target struct {
@@ -60,11 +78,10 @@ func (c *Config) Target(name string) (t Target, ok bool) {
 	if name == "" || name == Chutes {
 		return t, true
 	}
-	i := slices.IndexFunc(c.Providers, func(p Provider) bool { return p.Name == name })
-	if i < 0 {
+	p, ok := c.Provider(name)
+	if !ok {
 		return Target{}, false
 	}
-	p := c.Providers[i]
 	t.Name, t.BaseURL, t.Key, t.Headers = p.Name, p.BaseURL, p.APIKey, p.Headers
 	t.ConnectTimeout = or(p.ConnectTimeout, up.ConnectTimeout).D()
 	t.FirstByteTimeout = or(p.FirstByteTimeout, up.FirstByteTimeout).D()
@@ -134,7 +151,7 @@ func (c *checker) providers(cfg *Config) {
 		if msg := httpURL(p.BaseURL); msg != "" {
 			c.add(key+".base_url", "%s; e.g. \"https://openrouter.ai/api/v1\" or \"http://127.0.0.1:11434/v1\" for Ollama", msg)
 		}
-		if p.APIKeyEnv != "" && strings.ContainsFunc(p.APIKeyEnv, isKeyJunk) {
+		if p.APIKeyEnv != "" && strings.ContainsFunc(p.APIKeyEnv, IsKeyJunk) {
 			c.add(key+".api_key_env", "%q is not an environment variable's name", p.APIKeyEnv)
 		}
 		for h := range p.Headers {

@@ -114,7 +114,7 @@ func (c *checker) fields(prefix string, v reflect.Value) {
 			for i := range fv.Len() {
 				c.fields(fmt.Sprintf("%s[%d]", key, i), fv.Index(i))
 			}
-		case fv.Type() == reflect.TypeFor[Secret]() && strings.ContainsFunc(fv.String(), isKeyJunk):
+		case fv.Type() == reflect.TypeFor[Secret]() && strings.ContainsFunc(fv.String(), IsKeyJunk):
 			// What trimKey cannot fix: characters inside a key that no key
 			// has, which the upstream would reject without saying why.
 			c.add(key, "has white space, quotes or control characters inside it; copy the key again")

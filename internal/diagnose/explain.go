@@ -360,8 +360,8 @@ func providerHints(res failover.Result, env Env) string {
 		_, model, _ := strings.Cut(a.Model, ":")
 		switch r := strings.ToLower(a.Reason); {
 		case strings.Contains(r, "refused") && a.Err != nil && failover.IsNetwork(a.Err) && isLoopbackURL(p.BaseURL):
-			add(p.Name+"down", fmt.Sprintf("Nothing listens at %s (%q): start the local model server (Ollama: `ollama serve`; llama.cpp: `llama-server --port PORT`; KoboldCpp or LM Studio: start its API server), or fix base_url.", p.BaseURL, p.Name))
-		case strings.Contains(r, "try pulling it first") || (a.Status == http.StatusNotFound && strings.Contains(p.BaseURL, ":11434")):
+			add(p.Name+"down", fmt.Sprintf("Nothing listens at %s (%q): %s, or fix its base_url.", p.BaseURL, p.Name, LocalServer(p.Name, p.BaseURL).Start()))
+		case strings.Contains(r, "try pulling it first") || (a.Status == http.StatusNotFound && LocalServer(p.Name, p.BaseURL).Kind == Ollama):
 			add(p.Name+"pull", fmt.Sprintf("Ollama (%q) does not have %s: run `ollama pull %s` on that machine.", p.Name, model, model))
 		case a.Status == http.StatusTooManyRequests && strings.Contains(p.BaseURL, "openrouter.ai"):
 			add(p.Name+"429", fmt.Sprintf("OpenRouter (%q) limits free models (ids ending in :free) to a few requests a minute and a day; wait a minute, or add credits to lift the daily limit.", p.Name))

@@ -73,7 +73,7 @@ func (r *runner) checkProvider(ctx context.Context, p config.Provider) Result {
 		return fail(CheckProvider, "%s: cannot resolve %s (%s): check the host in its base_url, and the network", name, u.Hostname(), dnsReason(pr.Err))
 	case pr.FailedStep == chutes.StepConnect && errors.Is(pr.Err, syscall.ECONNREFUSED) && config.IsLoopback(u.Host):
 		return fail(CheckProvider, "%s: nothing listens at %s (connection refused), so requests for its models fail: %s, or fix its base_url in proxy.toml",
-			name, t.BaseURL, chutes.LocalServer(name, t.BaseURL).Start())
+			name, t.BaseURL, diagnose.LocalServer(name, t.BaseURL).Start())
 	case pr.FailedStep == chutes.StepConnect && errors.Is(pr.Err, syscall.ECONNREFUSED):
 		return fail(CheckProvider, "%s: %s refused the connection: nothing accepts connections on that port; check its base_url", name, hp)
 	case pr.FailedStep == chutes.StepConnect:
@@ -97,7 +97,7 @@ func (r *runner) providerModels(p config.Provider, t config.Target, pr chutes.Re
 	name := p.Name
 	msg := fmt.Sprintf("%s: GET %s answered 200 in %s: %s", name, pr.URL, millis(pr.LatencyMS), plural(pr.Models, "model"))
 	if key := t.Key.Reveal(); key != "" {
-		msg += fmt.Sprintf("; its key %s (%s) was not refused", config.Redact(key), keySetting(p))
+		msg += fmt.Sprintf("; its key %s (%s) was not refused", config.Redact(key), p.KeySetting())
 	} else {
 		msg += "; no key sent (none configured)"
 	}
@@ -170,7 +170,7 @@ func (r *runner) providerWants(name string) []wanted {
 // ollamaLike reports whether the server is an Ollama: by its name or port,
 // or by its model list, whose entries Ollama says are owned by "library".
 func ollamaLike(name, base string, entries []catalog.Entry) bool {
-	if chutes.LocalServer(name, base).Kind == chutes.Ollama {
+	if diagnose.LocalServer(name, base).Kind == diagnose.Ollama {
 		return true
 	}
 	for _, e := range entries {
@@ -192,20 +192,12 @@ func plural(n int, noun string) string {
 	return fmt.Sprintf("%d %ss", n, noun)
 }
 
-// keySetting names where a provider's key is set, as its fix says it.
-func keySetting(p config.Provider) string {
-	if p.APIKeyEnv != "" {
-		return fmt.Sprintf("api_key_env = %q", p.APIKeyEnv)
-	}
-	return "api_key"
-}
-
 // providerEnv is what diagnose needs to explain a provider's refusal: its
 // own key and setting, never Chutes'.
 func providerEnv(p config.Provider, t config.Target) diagnose.Env {
 	dp := diagnose.Provider{Name: p.Name, BaseURL: t.BaseURL, KeyPrefix: config.Redact(t.Key.Reveal())}
 	if dp.KeyPrefix != "" || p.APIKeyEnv != "" {
-		dp.KeyFrom = keySetting(p)
+		dp.KeyFrom = p.KeySetting()
 	}
 	return diagnose.Env{BaseURL: t.BaseURL, Provider: func(string) diagnose.Provider { return dp }}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/chutes-proxy/chutes-proxy/internal/chutes"
 	"github.com/chutes-proxy/chutes-proxy/internal/config"
+	"github.com/chutes-proxy/chutes-proxy/internal/diagnose"
 	"github.com/chutes-proxy/chutes-proxy/internal/failover"
 	"github.com/chutes-proxy/chutes-proxy/internal/human"
 )
@@ -55,11 +56,8 @@ func providers(cfg *config.Config, old map[string]*provider) (cur map[string]*pr
 			continue
 		}
 		np := &provider{target: t}
-		switch {
-		case p.APIKeyEnv != "":
-			np.keyFrom = fmt.Sprintf("api_key_env = %q", p.APIKeyEnv)
-		case p.APIKey != "":
-			np.keyFrom = "api_key"
+		if p.APIKeyEnv != "" || p.APIKey != "" {
+			np.keyFrom = p.KeySetting()
 		}
 		cur[p.Name] = np
 	}
@@ -239,7 +237,7 @@ func providerWarning(ps *ProviderStatus) string {
 	}
 	msg := fmt.Sprintf("provider %q (%s) is unreachable: %s", ps.Name, ps.BaseURL, ps.Probe.Error)
 	if u, err := url.Parse(ps.BaseURL); err == nil && config.IsLoopback(u.Host) && ps.Probe.FailedStep == chutes.StepConnect {
-		msg += "; nothing listens there: " + chutes.LocalServer(ps.Name, ps.BaseURL).Start()
+		msg += "; nothing listens there: " + diagnose.LocalServer(ps.Name, ps.BaseURL).Start()
 	}
 	return msg
 }

@@ -220,11 +220,8 @@ func (s *Server) diagEnv(st *state, key string, fromClient bool) diagnose.Env {
 			name, _ := st.cfg.Split(model)
 			t := st.target(name)
 			p := diagnose.Provider{Name: t.Name, BaseURL: t.BaseURL, KeyPrefix: config.Redact(t.Key.Reveal())}
-			if i := slices.IndexFunc(st.cfg.Providers, func(p config.Provider) bool { return p.Name == name }); i >= 0 {
-				p.KeyFrom = "api_key"
-				if e := st.cfg.Providers[i].APIKeyEnv; e != "" {
-					p.KeyFrom = fmt.Sprintf("api_key_env = %q", e)
-				}
+			if cp, ok := st.cfg.Provider(name); ok {
+				p.KeyFrom = cp.KeySetting()
 			}
 			return p
 		},

@@ -1,4 +1,4 @@
-package chutes
+package diagnose
 
 import (
 	"net/url"
