@@ -53,7 +53,7 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, er
 	actx, cancel := context.WithCancel(ctx)
 	a.cancel = cancel
 	a.wg.Add(2)
-	go func() { defer a.wg.Done(); mon.Run(actx, srv.Client) }()
+	go func() { defer a.wg.Done(); mon.Run(actx, srv.ClientFor) }()
 	go func() { defer a.wg.Done(); q.Run(actx) }()
 	return a, nil
 }

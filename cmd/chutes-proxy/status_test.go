@@ -95,7 +95,7 @@ func TestStatusCommand(t *testing.T) {
 			t.Fatalf("chat: %d", code)
 		}
 	}
-	a.monitor.ProbeNow(context.Background(), a.proxy.Client()) // as Run does at start
+	a.monitor.ProbeNow(context.Background(), a.proxy.ClientFor) // as Run does at start
 	var out, errb bytes.Buffer
 	if code := run(context.Background(), []string{"status", "--url", url}, &out, &errb); code != 0 {
 		t.Fatalf("status exit %d: %s", code, errb.String())
@@ -278,7 +278,7 @@ base_url = "`+closed.URL+`/v1"
 id = "openrouter:deepseek/deepseek-r1:free"
 fallbacks = ["ollama:llama3.1:8b"]
 `)
-	a.monitor.ProbeNow(context.Background(), a.proxy.Client())
+	a.monitor.ProbeNow(context.Background(), a.proxy.ClientFor)
 	var out, errb bytes.Buffer
 	if code := run(context.Background(), []string{"status", "--url", url}, &out, &errb); code != 0 {
 		t.Fatalf("status exit %d: %s", code, errb.String())

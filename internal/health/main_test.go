@@ -100,7 +100,7 @@ func newHarness(t *testing.T, opts ...harnessOpt) *harness {
 
 // probe probes the simulator and checks the account once, now.
 func (h *harness) probe() health.Probe {
-	return h.mon.ProbeNow(context.Background(), h.srv.Client())
+	return h.mon.ProbeNow(context.Background(), h.srv.ClientFor)
 }
 
 // chat sends one chat completion for model and returns the status and the

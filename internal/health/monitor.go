@@ -284,19 +284,22 @@ func percentile(sorted []uint32, p int) int64 {
 	return int64(sorted[max(rank, 1)-1])
 }
 
+// Clients gives the HTTP client of a provider ("chutes" for Chutes): the
+// proxy's own (proxy.Server.ClientFor), so that probes share the pools,
+// resolver and proxy settings its requests use.
+type Clients func(provider string) *http.Client
+
 // Run probes the upstream and each provider and checks the account every
 // [health] probe_interval (jittered ±10 %, each one backing off up to 5
-// minutes while it is unreachable) until ctx ends, with the client that
-// client returns then: the proxy's upstream client (proxy.Server.Client), so
-// that probes go through the resolver and proxy settings requests use.
-// probe_interval 0 turns both off; a Reload that turns them on takes effect
-// at once.
-func (m *Monitor) Run(ctx context.Context, client func() *http.Client) {
+// minutes while it is unreachable) until ctx ends, with the clients clients
+// gives then. probe_interval 0 turns both off; a Reload that turns them on
+// takes effect at once.
+func (m *Monitor) Run(ctx context.Context, clients Clients) {
 	all := true // the first round, and after a Reload: everything, now
 	for {
 		var tick <-chan time.Time
 		if every := m.config().Health.ProbeInterval.D(); every > 0 {
-			next := m.probeDue(ctx, client(), every, all)
+			next := m.probeDue(ctx, clients, every, all)
 			if ctx.Err() != nil {
 				return
 			}
@@ -318,7 +321,7 @@ func (m *Monitor) Run(ctx context.Context, client func() *http.Client) {
 // next probe after every, backed off by its own failures, and returns when
 // the earliest next probe is due. A provider that is down never delays
 // Chutes' probe, nor slows its schedule.
-func (m *Monitor) probeDue(ctx context.Context, client *http.Client, every time.Duration, all bool) time.Time {
+func (m *Monitor) probeDue(ctx context.Context, clients Clients, every time.Duration, all bool) time.Time {
 	now := time.Now()
 	next := func(failures int) time.Time { return time.Now().Add(nextDelay(every, failures, jitter())) }
 	var wg sync.WaitGroup
@@ -327,7 +330,7 @@ func (m *Monitor) probeDue(ctx context.Context, client *http.Client, every time.
 	m.stateMu.Unlock()
 	if due {
 		wg.Go(func() {
-			p := m.probeChutes(ctx, client)
+			p := m.probeChutes(ctx, clients(config.Chutes))
 			m.stateMu.Lock()
 			m.reach.Next = next(p.Failures)
 			m.stateMu.Unlock()
@@ -339,7 +342,7 @@ func (m *Monitor) probeDue(ctx context.Context, client *http.Client, every time.
 		pv.mu.Unlock()
 		if due {
 			wg.Go(func() {
-				p := m.probeProvider(ctx, client, name, pv)
+				p := m.probeProvider(ctx, clients(name), name, pv)
 				pv.mu.Lock()
 				pv.probe.Next = next(p.Failures)
 				pv.mu.Unlock()
@@ -370,15 +373,15 @@ type Probe struct {
 	Next time.Time `json:"next_probe,omitzero"`
 }
 
-// ProbeNow probes the upstream with client, refreshing the model list, and
-// checks the account once, now, and probes each provider alongside, and
-// records the results; it returns the upstream's probe.
-func (m *Monitor) ProbeNow(ctx context.Context, client *http.Client) Probe {
+// ProbeNow probes the upstream, refreshing the model list, and checks the
+// account once, now, and probes each provider alongside, and records the
+// results; it returns the upstream's probe.
+func (m *Monitor) ProbeNow(ctx context.Context, clients Clients) Probe {
 	var wg sync.WaitGroup
 	for name, pv := range m.conf.Load().providers {
-		wg.Go(func() { m.probeProvider(ctx, client, name, pv) })
+		wg.Go(func() { m.probeProvider(ctx, clients(name), name, pv) })
 	}
-	p := m.probeChutes(ctx, client)
+	p := m.probeChutes(ctx, clients(config.Chutes))
 	wg.Wait()
 	return p
 }

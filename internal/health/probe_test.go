@@ -83,7 +83,7 @@ func TestProbeBacksOff(t *testing.T) {
 		})
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
-		wg.Go(func() { b.mon.Run(ctx, b.client) })
+		wg.Go(func() { b.mon.Run(ctx, func(string) *http.Client { return b.client() }) })
 		defer func() { cancel(); wg.Wait() }()
 
 		time.Sleep(700 * time.Millisecond)
@@ -119,7 +119,7 @@ func TestRunStopsOnCancel(t *testing.T) {
 		})
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
-		go func() { b.mon.Run(ctx, b.client); close(done) }()
+		go func() { b.mon.Run(ctx, func(string) *http.Client { return b.client() }); close(done) }()
 		synctest.Wait() // the probe hangs
 		start := time.Now()
 		cancel()

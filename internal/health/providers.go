@@ -1,11 +1,9 @@
 package health
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"maps"
-	"net"
 	"net/http"
 	"net/url"
 	"sync"
@@ -78,7 +76,7 @@ func sameTarget(a, b config.Target) bool {
 // and records the result; its model list goes to the catalog, where the
 // router finds each model's context window.
 func (m *Monitor) probeProvider(ctx context.Context, client *http.Client, name string, p *provider) Probe {
-	r, entries := chutes.Probe(ctx, providerClient(client, p.target), p.target)
+	r, entries := chutes.Probe(ctx, client, p.target)
 	pr := Probe{Reachability: r}
 	if ctx.Err() != nil {
 		return pr
@@ -135,25 +133,6 @@ func (m *Monitor) heardKey(model string, a failover.Attempt) {
 		return
 	}
 	p.key = keyVerdict{at: time.Now(), status: a.Status, reason: a.Reason}
-}
-
-// providerClient is client as a provider's probe needs it: the same proxy
-// and TLS settings, but the provider's own connect_timeout and the
-// system's resolver, as the proxy's transport for that provider has
-// ([upstream] resolver is for Chutes' host alone). A client whose transport
-// is no *http.Transport (a test's) is used as it is.
-func providerClient(c *http.Client, t config.Target) *http.Client {
-	tr, ok := cmp.Or(c.Transport, http.DefaultTransport).(*http.Transport)
-	if !ok {
-		return c
-	}
-	tr = tr.Clone()
-	connect := cmp.Or(t.ConnectTimeout, 10*time.Second)
-	tr.DialContext = (&net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second}).DialContext
-	tr.TLSHandshakeTimeout = connect
-	pc := *c
-	pc.Transport = tr
-	return &pc
 }
 
 // ProviderStatus is one [[providers]] table's reachability: the fields of

@@ -347,7 +347,7 @@ func TestProviderBacksOffAlone(t *testing.T) {
 		b.mon.Reload(b.cfg)
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
-		wg.Go(func() { b.mon.Run(ctx, b.client) })
+		wg.Go(func() { b.mon.Run(ctx, func(string) *http.Client { return b.client() }) })
 		defer func() { cancel(); wg.Wait() }()
 
 		time.Sleep(700 * time.Millisecond)

@@ -122,11 +122,6 @@ func (s *Server) Catalog() *catalog.Catalog { return s.catalog }
 // Config returns the config in force.
 func (s *Server) Config() *config.Config { return s.state.Load().cfg }
 
-// Client returns an HTTP client over the upstream transport, for model
-// lists, probes and the account API. Its 30 s Timeout bounds those short
-// GETs; chats do not use it.
-func (s *Server) Client() *http.Client { return s.state.Load().client }
-
 // Reload swaps in cfg for new requests; requests in flight finish on the
 // config they started with. The upstream transport is kept unless its
 // settings changed.
@@ -160,10 +155,11 @@ func (s *Server) Reload(cfg *config.Config) {
 	for _, p := range cfg.Providers {
 		t, _ := cfg.Target(p.Name)
 		if o, ok := old.provider(p.Name); ok && o.ConnectTimeout == t.ConnectTimeout {
-			st.providers[p.Name] = target{Target: t, transport: o.transport}
+			st.providers[p.Name] = target{Target: t, transport: o.transport, client: o.client}
 			continue
 		}
-		st.providers[p.Name] = target{Target: t, transport: NewTransport(config.Upstream{ConnectTimeout: config.Duration(t.ConnectTimeout)})}
+		tr := NewTransport(config.Upstream{ConnectTimeout: config.Duration(t.ConnectTimeout)})
+		st.providers[p.Name] = target{Target: t, transport: tr, client: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
 	}
 	if old != nil {
 		for name, o := range old.providers {
@@ -188,10 +184,18 @@ func (s *Server) Close() {
 }
 
 // target is one provider as an attempt needs it: its settings and its
-// transport.
+// transport, and a client over that transport for short GETs (probes).
 type target struct {
 	config.Target
 	transport *http.Transport
+	client    *http.Client
+}
+
+// ClientFor returns the HTTP client of provider ("chutes", or a name no
+// longer configured, is Chutes'): over the same transport as its chats, for
+// probes of its model list.
+func (s *Server) ClientFor(provider string) *http.Client {
+	return s.state.Load().target(provider).client
 }
 
 // target returns provider name's target; "chutes" (or a name no longer
@@ -201,7 +205,7 @@ func (st *state) target(name string) target {
 		return t
 	}
 	t, _ := st.cfg.Target(config.Chutes)
-	return target{Target: t, transport: st.transport}
+	return target{Target: t, transport: st.transport, client: st.client}
 }
 
 func (st *state) provider(name string) (target, bool) {
