@@ -121,7 +121,7 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		// gobreaker numbers its states 0 closed, 1 half-open, 2 open.
 		ch <- prometheus.MustNewConstMetric(descBreaker, prometheus.GaugeValue, float64(fm.State()), label)
-		ch <- prometheus.MustNewConstMetric(descAvailable, prometheus.GaugeValue, b2f(m.modelStatus(fm, now).Available), label)
+		ch <- prometheus.MustNewConstMetric(descAvailable, prometheus.GaugeValue, b2f(m.modelStatus(c.r, fm, now).Available), label)
 	}
 	if m.quota != nil {
 		s := m.quota.Snapshot()

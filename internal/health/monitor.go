@@ -64,6 +64,7 @@ type Router interface {
 	Aliases() map[string]string
 	Model(id string) *failover.Model
 	Models() []*failover.Model
+	CutOff(model string, limit time.Duration) (time.Duration, bool)
 }
 
 // Catalog is what the Monitor needs of the model lists: Chutes' and each
@@ -167,7 +168,12 @@ type LastError struct {
 
 // modelStats is one model's recent attempts.
 type modelStats struct {
-	mu      sync.Mutex
+	mu sync.Mutex
+	// p95 and p95n are FirstTokenP95's last answer, worked out at p95at
+	// (unix nanos) and kept for a second: the router asks at every attempt.
+	p95     time.Duration
+	p95n    int
+	p95at   int64
 	ring    [ringSize]sample
 	n       int   // samples ever pushed; ring[n%ringSize] is the next slot
 	total   int64 // upstream attempts since start

@@ -127,6 +127,11 @@ type ModelStatus struct {
 	OpenUntil         *time.Time `json:"open_until"`
 	CoolingUntil      *time.Time `json:"cooling_until"`
 	ContextLength     int        `json:"context_length,omitempty"`
+	// FirstTokenCutoffMS is how long an attempt of this model waits for its
+	// first token now: first_byte_timeout, or CutoffLearned, the learned
+	// cut-off from its recent replies ([failover] learned_cutoff).
+	FirstTokenCutoffMS int64 `json:"first_token_cutoff_ms"`
+	CutoffLearned      bool  `json:"cutoff_learned"`
 }
 
 // Chain is a configured model's fallback chain.
@@ -172,7 +177,7 @@ func (m *Monitor) status(r Router) Status {
 	}
 	slices.Sort(others)
 	for _, id := range append(order, others...) {
-		ms := m.modelStatus(r.Model(id), now)
+		ms := m.modelStatus(r, r.Model(id), now)
 		ms.Configured = configured[id]
 		ms.Aliases = sorted(aliases[id])
 		ms.InChains = nonNil(inChains[id])
@@ -282,7 +287,7 @@ func accountStatus(a chutes.Account, own int, now time.Time) *AccountStatus {
 }
 
 // modelStatus reads one model's breaker, limiter, listing and statistics.
-func (m *Monitor) modelStatus(fm *failover.Model, now time.Time) ModelStatus {
+func (m *Monitor) modelStatus(r Router, fm *failover.Model, now time.Time) ModelStatus {
 	id := fm.ID
 	prov, name := m.config().Split(id)
 	ms := ModelStatus{ID: id, Provider: prov, State: fm.State().String(), WindowS: int(window.Seconds())}
@@ -300,6 +305,10 @@ func (m *Monitor) modelStatus(fm *failover.Model, now time.Time) ModelStatus {
 	}
 	if e, ok := m.catalog.Lookup(id); ok {
 		ms.ContextLength = e.ContextLength
+	}
+	if t, ok := m.config().Target(prov); ok {
+		d, learned := r.CutOff(id, t.FirstByteTimeout)
+		ms.FirstTokenCutoffMS, ms.CutoffLearned = d.Milliseconds(), learned
 	}
 	m.mu.RLock()
 	st := m.models[id]
