@@ -106,8 +106,8 @@ func initMain(ctx context.Context, args []string, env initEnv, stdout, stderr io
 		path: *file,
 	}
 	in.base = strings.TrimRight(cmp.Or(*baseURL, strings.TrimSpace(env.getenv(config.EnvUpstream)), defaults.BaseURL), "/")
-	if msg := checkHTTPURL(in.base); msg != "" {
-		fmt.Fprintf(stderr, "chutes-proxy init: base URL %q: %s\n", in.base, msg)
+	if msg := config.URLProblem(in.base); msg != "" {
+		fmt.Fprintf(stderr, "chutes-proxy init: base URL: %s\n", msg)
 		return 2
 	}
 	switch {
@@ -120,8 +120,8 @@ func initMain(ctx context.Context, args []string, env initEnv, stdout, stderr io
 	// go to a host the user did not name: without --account-url the check
 	// is off there, and so it is in the file.
 	if in.account != "" {
-		if msg := checkHTTPURL(in.account); msg != "" {
-			fmt.Fprintf(stderr, "chutes-proxy init: account URL %q: %s\n", in.account, msg)
+		if msg := config.URLProblem(in.account); msg != "" {
+			fmt.Fprintf(stderr, "chutes-proxy init: account URL: %s\n", msg)
 			return 2
 		}
 	}
@@ -532,9 +532,6 @@ func (in *initer) askProvider(ctx context.Context) (*initProvider, error) {
 	return &p, nil
 }
 
-// providerNameRe is what config accepts as a [[providers]] name.
-var providerNameRe = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
-
 // askOtherProvider asks for a provider's name, base URL and key variable.
 func (in *initer) askOtherProvider(ctx context.Context) (initProvider, error) {
 	var p initProvider
@@ -543,7 +540,7 @@ func (in *initer) askOtherProvider(ctx context.Context) (initProvider, error) {
 		if err != nil {
 			return p, err
 		}
-		if name != config.Chutes && providerNameRe.MatchString(name) {
+		if config.ValidProviderName(name) {
 			p.Name = name
 			break
 		}
@@ -554,7 +551,7 @@ func (in *initer) askOtherProvider(ctx context.Context) (initProvider, error) {
 		if err != nil {
 			return p, err
 		}
-		if msg := checkHTTPURL(u); msg != "" {
+		if msg := config.URLProblem(u); msg != "" {
 			fmt.Fprintln(in.out, msg)
 			continue
 		}
@@ -663,22 +660,6 @@ func fetchList(ctx context.Context, client *http.Client, base, key string) listR
 	}
 	entries, _ := c.Entries()
 	return listResult{entries: entries}
-}
-
-// checkHTTPURL says what is wrong with an http(s) URL; "" when nothing is.
-func checkHTTPURL(s string) string {
-	u, err := url.Parse(s)
-	switch {
-	case s == "":
-		return "it is empty"
-	case err != nil:
-		return err.Error()
-	case u.Scheme != "http" && u.Scheme != "https":
-		return "it needs http:// or https://"
-	case u.Host == "":
-		return "it names no host"
-	}
-	return ""
 }
 
 // embeddedUpstream is the embedded proxy.toml's [upstream] URLs: Chutes'

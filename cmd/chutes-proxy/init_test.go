@@ -358,7 +358,7 @@ func TestInitInteractive(t *testing.T) {
 	hasAll(t, out,
 		"*   1. deepseek-ai/DeepSeek-R1", "    2. deepseek-ai/DeepSeek-V3", // the list, the proposal starred
 		"[1 3 4 5]:", `Chutes does not list "deepseek-ai/DeepSeek-R1x" right now; did you mean deepseek-ai/DeepSeek-R1`,
-		`"r1/x": an alias is a short name`, "it needs http:// or https://", "[llama3.1:8b]:",
+		`"r1/x": an alias is a short name`, "is not an http:// or https:// URL", "[llama3.1:8b]:",
 		"set CHUTES_API_KEY to the key you typed (cpk_in…)", "chain: Qwen/Qwen3-235B-A22B → deepseek-ai/DeepSeek-R1 → unsloth/gemma-3-4b-it → local:llama3.1:8b")
 	cfg := loadInit(t, path)
 	m := cfg.Models[0]

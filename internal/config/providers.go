@@ -111,6 +111,9 @@ func (c *Config) Split(id string) (provider, model string) {
 // ':' in model names and shown in metrics labels.
 var providerName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
 
+// ValidProviderName reports whether name may name a [[providers]] table.
+func ValidProviderName(name string) bool { return name != Chutes && providerName.MatchString(name) }
+
 // resolveProviders reads each provider's api_key_env and trims its key, as
 // Load does for [upstream]'s.
 func resolveProviders(cfg *Config, getenv func(string) string, from func(string) string, notes *[]string) {
@@ -148,7 +151,7 @@ func (c *checker) providers(cfg *Config) {
 		default:
 			seen[p.Name] = i
 		}
-		if msg := httpURL(p.BaseURL); msg != "" {
+		if msg := URLProblem(p.BaseURL); msg != "" {
 			c.add(key+".base_url", "%s; e.g. \"https://openrouter.ai/api/v1\" or \"http://127.0.0.1:11434/v1\" for Ollama", msg)
 		}
 		if p.APIKeyEnv != "" && strings.ContainsFunc(p.APIKeyEnv, IsKeyJunk) {

@@ -167,7 +167,7 @@ func validate(cfg *Config) Problems {
 	}
 
 	up := cfg.Upstream
-	if msg := httpURL(up.BaseURL); msg != "" {
+	if msg := URLProblem(up.BaseURL); msg != "" {
 		c.add("upstream.base_url", "%s; the default is \"https://llm.chutes.ai/v1\"", msg)
 	} else if u, _ := url.Parse(up.BaseURL); strings.HasSuffix(u.Path, "/completions") {
 		c.add("upstream.base_url", "%q is an endpoint, not the API's base; drop the endpoint, e.g. \"https://llm.chutes.ai/v1\"", up.BaseURL)
@@ -175,7 +175,7 @@ func validate(cfg *Config) Problems {
 	if msg := hostPort(up.Resolver, false); up.Resolver != "" && msg != "" {
 		c.add("upstream.resolver", "%s; use e.g. \"1.1.1.1:53\", or \"\" for the system's resolver", msg)
 	}
-	if msg := httpURL(up.AccountURL); up.AccountURL != "" && msg != "" {
+	if msg := URLProblem(up.AccountURL); up.AccountURL != "" && msg != "" {
 		c.add("upstream.account_url", "%s; use \"https://api.chutes.ai\", or \"\" to turn the account checks off", msg)
 	}
 
@@ -278,9 +278,9 @@ func hostPort(s string, emptyHost bool) string {
 	return ""
 }
 
-// httpURL checks an http(s) URL with a host; it returns what is wrong, or
-// "".
-func httpURL(s string) string {
+// URLProblem checks an http(s) URL with a host, as base_url and account_url
+// must be; it returns what is wrong, or "".
+func URLProblem(s string) string {
 	u, err := url.Parse(s)
 	switch {
 	case err != nil:
