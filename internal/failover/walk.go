@@ -58,22 +58,18 @@ func (r *Router) Do(ctx context.Context, req Request, try TryFunc) (res Result, 
 		if run == nil {
 			continue // skipped
 		}
-		var out []outcome
+		var o outcome
 		if after := w.hedgeAfter(run.m.ID); after > 0 && w.made < w.max {
-			out = w.hedged(ctx, run, after)
+			o = w.hedged(ctx, run, after)
 		} else {
-			out = []outcome{w.wait(ctx, run)}
+			o = w.wait(ctx, run)
 		}
-		for _, o := range out {
-			if o.served {
-				w.res.Model = o.id
-				return w.res, nil
-			}
-		}
-		for _, o := range out {
-			if o.stop != nil {
-				return w.res, o.stop
-			}
+		switch {
+		case o.served:
+			w.res.Model = o.id
+			return w.res, nil
+		case o.stop != nil:
+			return w.res, o.stop
 		}
 	}
 	if w.refused != nil {
@@ -104,9 +100,9 @@ type walk struct {
 type run struct {
 	m     *Model
 	done  func(error)
-	slot  *slot
+	slot  slot
 	start time.Time
-	res   chan error
+	res   chan error // hedged runs only: the try's result
 }
 
 // outcome is what a settled attempt means for the walk.
@@ -145,12 +141,15 @@ func (w *walk) admitNext(ctx context.Context) (*run, error) {
 		return nil, nil
 	}
 	w.made++
-	return &run{m: m, done: done, slot: &slot{ch: make(chan struct{})}, res: make(chan error, 1)}, nil
+	return &run{m: m, done: done}, nil
 }
 
-// launch starts ru's try in its own goroutine, with its own cancel.
-func (w *walk) launch(ctx context.Context, ru *run) context.CancelCauseFunc {
-	ctx, cancel := context.WithCancelCause(context.WithValue(ctx, slotKey{}, ru.slot))
+// launch starts ru's try in its own goroutine, with its own cancel, as one
+// of a hedged pair sharing race.
+func (w *walk) launch(ctx context.Context, ru *run, race *atomic.Int32, id int32) context.CancelCauseFunc {
+	ru.slot.race, ru.slot.id, ru.slot.ch = race, id, make(chan struct{})
+	ru.res = make(chan error, 1)
+	ctx, cancel := context.WithCancelCause(context.WithValue(ctx, slotKey{}, &ru.slot))
 	ru.start = time.Now()
 	go func() { ru.res <- w.try(ctx, ru.m.ID) }()
 	return cancel
@@ -159,24 +158,24 @@ func (w *walk) launch(ctx context.Context, ru *run) context.CancelCauseFunc {
 // wait runs ru alone, in the caller's goroutine, and settles it.
 func (w *walk) wait(ctx context.Context, ru *run) outcome {
 	ru.start = time.Now()
-	err := w.try(context.WithValue(ctx, slotKey{}, ru.slot), ru.m.ID)
+	err := w.try(context.WithValue(ctx, slotKey{}, &ru.slot), ru.m.ID)
 	return w.settle(ru, err)
 }
 
-// hedged runs ru, and from after on also the chain's next admissible model;
-// the first token wins, the other is cancelled and not counted.
-func (w *walk) hedged(ctx context.Context, a *run, after time.Duration) []outcome {
+// hedged runs a, and from after on also the chain's next admissible model;
+// the first token wins, the other is cancelled and not counted. It returns
+// the winner's outcome, or with no winner the last one that ends the walk.
+func (w *walk) hedged(ctx context.Context, a *run, after time.Duration) outcome {
 	race := new(atomic.Int32)
-	a.slot.race, a.slot.id = race, 1
-	cancelA := w.launch(ctx, a)
+	cancelA := w.launch(ctx, a, race, 1)
 	defer cancelA(nil)
 	t := time.NewTimer(after)
 	defer t.Stop()
 	select {
 	case err := <-a.res:
-		return []outcome{w.settle(a, err)}
+		return w.settle(a, err)
 	case <-a.slot.ch:
-		return []outcome{w.settle(a, <-a.res)}
+		return w.settle(a, <-a.res)
 	case <-t.C:
 	}
 	var b *run
@@ -187,14 +186,18 @@ func (w *walk) hedged(ctx context.Context, a *run, after time.Duration) []outcom
 		}
 	}
 	if b == nil {
-		return []outcome{w.settle(a, <-a.res)}
+		return w.settle(a, <-a.res)
 	}
-	b.slot.race, b.slot.id = race, 2
-	cancelB := w.launch(ctx, b)
+	cancelB := w.launch(ctx, b, race, 2)
 	defer cancelB(nil)
 	w.r.log.LogAttrs(ctx, slog.LevelInfo, "no token yet: hedging with the next model",
 		slog.String("model", a.m.ID), slog.String("hedge", b.m.ID), slog.Duration("after", after))
-	var out []outcome
+	var out outcome
+	keep := func(o outcome) {
+		if o.served || (o.stop != nil && !out.served) {
+			out = o
+		}
+	}
 	tokA, tokB := a.slot.ch, b.slot.ch
 	for pending := 2; pending > 0; {
 		select {
@@ -209,9 +212,11 @@ func (w *walk) hedged(ctx context.Context, a *run, after time.Duration) []outcom
 				cancelA(ErrHedgeLost)
 			}
 		case err := <-a.res:
-			out, pending = append(out, w.settleHedge(a, err, race.Load() == 2)), pending-1
+			keep(w.settleHedge(a, err, race.Load() == 2))
+			pending--
 		case err := <-b.res:
-			out, pending = append(out, w.settleHedge(b, err, race.Load() == 1)), pending-1
+			keep(w.settleHedge(b, err, race.Load() == 1))
+			pending--
 		}
 	}
 	return out
@@ -288,10 +293,9 @@ type slotKey struct{}
 // slot is what an attempt's try shares with the walk: when its first token
 // came, and for a hedged pair, which one came first.
 type slot struct {
-	tok  time.Time
-	once sync.Once
-	ch   chan struct{} // closed at the first token
-	race *atomic.Int32 // the winner's id; nil when not hedged
+	tok  time.Time     // set once, in the try's goroutine
+	ch   chan struct{} // hedged: closed at the first token
+	race *atomic.Int32 // hedged: the winner's id
 	id   int32
 }
 
@@ -309,10 +313,12 @@ func FirstToken(ctx context.Context) bool {
 		return true
 	}
 	won := s.race == nil || s.race.CompareAndSwap(0, s.id) || s.race.Load() == s.id
-	s.once.Do(func() {
+	if s.tok.IsZero() {
 		s.tok = time.Now()
-		close(s.ch)
-	})
+		if s.ch != nil {
+			close(s.ch)
+		}
+	}
 	return won
 }
 
