@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strings"
 	"syscall"
 )
@@ -40,7 +39,7 @@ func commands() []command {
 		{"status", "print a running proxy's per-model table", runStatus},
 		{"check-config", "validate the config and print the effective config (keys redacted)", runCheckConfig},
 		{"init", "first-run set-up: check the key, pick a chain of listed models, write proxy.toml", runInit},
-		{"version", "print the version", runVersion},
+		{"version", "print the version, the commit and the Go version", runVersion},
 	}
 }
 
@@ -101,43 +100,6 @@ func parse(fs *flag.FlagSet, args []string) (code int, done bool) {
 		return 2, true
 	}
 	return 0, false
-}
-
-// version is the module version, or the VCS revision for a build from a
-// checkout, or "dev".
-func version() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "dev"
-	}
-	v := bi.Main.Version
-	var rev, dirty string
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.modified":
-			if s.Value == "true" {
-				dirty = "+dirty"
-			}
-		}
-	}
-	if v == "" || v == "(devel)" {
-		v = "dev"
-	}
-	if rev != "" {
-		v += " (" + rev[:min(12, len(rev))] + dirty + ")"
-	}
-	return v
-}
-
-func runVersion(_ context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("version", "Print the version.", stdout, stderr)
-	if code, done := parse(fs, args); done {
-		return code
-	}
-	fmt.Fprintln(stdout, "chutes-proxy", version())
-	return 0
 }
 
 // newLogger writes text logs to w. CHUTES_PROXY_LOG=debug shows more,
