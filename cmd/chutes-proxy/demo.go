@@ -191,15 +191,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // printDemoBanner says what runs where and how to see a failover.
 func printDemoBanner(w io.Writer, sc simulator.Scenario, chain []string, resume bool, addr, simBase, file string, cfg *config.Config) {
-	proxyURL := "http://" + addr
-	fmt.Fprintln(w, "chutes-proxy demo: a simulated Chutes (offline, no key needed) with the proxy in front of it.")
-	fmt.Fprintln(w)
-	fmt.Fprintf(w, "  proxy        %s/v1   (OPENAI_BASE_URL for any OpenAI client; any API key)\n", proxyURL)
-	fmt.Fprintf(w, "  status page  %s/\n", proxyURL)
-	fmt.Fprintf(w, "  simulator    %s\n", simBase)
-	fmt.Fprintf(w, "  config       %s   (edit and save: the proxy reloads it)\n", file)
-	fmt.Fprintln(w)
-	fmt.Fprintln(w, `The model "auto" is this chain, tried in order:`)
+	printDemoHead(w, "chutes-proxy demo: a simulated Chutes (offline, no key needed) with the proxy in front of it.",
+		addr, "simulator    "+simBase, file)
 	behaviors := map[string]simulator.Behavior{}
 	width := 0
 	for _, m := range sc.Models {
@@ -244,16 +237,22 @@ func closedAddr() string {
 	return ln.Addr().String()
 }
 
-// printOutageBanner says what `demo --outage` shows.
-func printOutageBanner(w io.Writer, addr, chutesBase, file string) {
-	fmt.Fprintln(w, "chutes-proxy demo --outage: Chutes is down entirely, and another provider keeps the chat going.")
+// printDemoHead says what runs where, for every demo.
+func printDemoHead(w io.Writer, title, addr, upstream, file string) {
+	fmt.Fprintln(w, title)
 	fmt.Fprintln(w)
-	fmt.Fprintf(w, "  proxy        http://%s/v1   (any API key)\n", addr)
+	fmt.Fprintf(w, "  proxy        http://%s/v1   (OPENAI_BASE_URL for any OpenAI client; any API key)\n", addr)
 	fmt.Fprintf(w, "  status page  http://%s/\n", addr)
-	fmt.Fprintf(w, "  Chutes       %s   (nothing listens: every connection is refused)\n", chutesBase)
-	fmt.Fprintf(w, "  config       %s\n", file)
+	fmt.Fprintf(w, "  %s\n", upstream)
+	fmt.Fprintf(w, "  config       %s   (edit and save: the proxy reloads it)\n", file)
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, `The model "auto" is this chain, tried in order:`)
+}
+
+// printOutageBanner says what `demo --outage` shows.
+func printOutageBanner(w io.Writer, addr, chutesBase, file string) {
+	printDemoHead(w, "chutes-proxy demo --outage: Chutes is down entirely, and another provider keeps the chat going.",
+		addr, "Chutes       "+chutesBase+"   (nothing listens: every connection is refused)", file)
 	for i, id := range outageChain {
 		what := "Chutes: unreachable"
 		if strings.HasPrefix(id, "local:") {

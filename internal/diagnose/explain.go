@@ -169,15 +169,20 @@ func fromUpstream(ue *failover.UpstreamError, env Env) *Error {
 		msg += " Check your balance and quota on the Chutes dashboard (chutes.ai), top up, or wait for the daily reset."
 		return newError(http.StatusPaymentRequired, CodePaymentRequired, msg)
 	}
-	// Other 4xx: the upstream judged the request itself. An OpenAI-shaped
-	// body already reads well in every client: pass it on as is.
+	return rejected(ue, "Chutes")
+}
+
+// rejected explains another 4xx: the upstream (who) judged the request
+// itself. An OpenAI-shaped body already reads well in every client: it is
+// passed on as is.
+func rejected(ue *failover.UpstreamError, who string) *Error {
 	if isOpenAIError(ue.Body) {
-		e := newError(ue.Status, CodeUpstreamRejected, reason)
+		e := newError(ue.Status, CodeUpstreamRejected, ue.Reason())
 		e.Raw = ue.Body
 		return e
 	}
 	return newError(ue.Status, CodeUpstreamRejected,
-		fmt.Sprintf("Chutes rejected the request (%d): %s. Check the request's parameters in your app.", ue.Status, reason))
+		fmt.Sprintf("%s rejected the request (%d): %s. Check the request's parameters in your app.", who, ue.Status, ue.Reason()))
 }
 
 // providerRefused explains a 401/402/403 (or another 4xx) from a provider
@@ -213,13 +218,7 @@ func providerRefused(ue *failover.UpstreamError, env Env) *Error {
 		}
 		return newError(http.StatusPaymentRequired, CodePaymentRequired, msg)
 	}
-	if isOpenAIError(ue.Body) {
-		e := newError(ue.Status, CodeUpstreamRejected, reason)
-		e.Raw = ue.Body
-		return e
-	}
-	return newError(ue.Status, CodeUpstreamRejected,
-		fmt.Sprintf("The provider %q rejected the request (%d): %s. Check the request's parameters in your app.", p.Name, ue.Status, reason))
+	return rejected(ue, fmt.Sprintf("The provider %q", p.Name))
 }
 
 // InvalidKey explains a 401/403 from the upstream.
