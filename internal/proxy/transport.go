@@ -54,13 +54,12 @@ func connectTimeout(u config.Upstream) time.Duration {
 	return 10 * time.Second
 }
 
-// newDialer dials with connect_timeout, through the configured DNS
-// resolver if there is one.
+// newDialer dials with connect_timeout, through the DNS server
+// UpstreamDNS picks if it picks one.
 func newDialer(u config.Upstream) *net.Dialer {
 	connect := connectTimeout(u)
 	dialer := &net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second}
-	if u.Resolver != "" {
-		server := u.Resolver
+	if server := UpstreamDNS(u).Server; server != "" {
 		dialer.Resolver = &net.Resolver{
 			PreferGo: true,
 			Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
