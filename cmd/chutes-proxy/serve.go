@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -60,6 +61,17 @@ func printConfigError(w io.Writer, err error) {
 	fmt.Fprintln(w, "chutes-proxy:", err)
 }
 
+// reloadSignals are the signals that reload the config: SIGHUP, except on
+// Windows, which has none (Go never delivers one there), so there the file
+// watch alone reloads. Ctrl-C and closing the console arrive as os.Interrupt
+// and SIGTERM on every OS, which main turns into ctx's end: a drain.
+func reloadSignals() []os.Signal {
+	if runtime.GOOS == "windows" {
+		return nil
+	}
+	return []os.Signal{syscall.SIGHUP}
+}
+
 // serve runs the proxy for cfg until ctx ends. ready, when set, receives
 // the bound address (for demo and tests).
 func serve(ctx context.Context, cfg *config.Config, opts config.Options, log *slog.Logger, stdout io.Writer, ready func(addr string)) int {
@@ -82,11 +94,18 @@ func serve(ctx context.Context, cfg *config.Config, opts config.Options, log *sl
 	// Catch SIGHUP before anyone can know the address, so that an early
 	// one reloads instead of killing the process.
 	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	if sigs := reloadSignals(); len(sigs) > 0 { // none would mean all
+		signal.Notify(hup, sigs...)
+		defer signal.Stop(hup)
+	}
 	addr := ln.Addr().String()
 	log.Info("chutes-proxy listening", "url", "http://"+addr+"/v1", "status_page", "http://"+addr+"/",
 		"config", cfg.SourceName(), "upstream", cfg.Upstream.BaseURL, "version", version())
+	if d := proxy.UpstreamDNS(cfg.Upstream); d.Fallback != "" {
+		// Termux: Go's resolver would ask localhost:53, which refuses.
+		log.Info("upstream names are looked up with a fallback DNS server", "resolver", d.Server, "why", d.Fallback,
+			"fix", "set [upstream] resolver to choose another")
+	}
 	if ready != nil {
 		ready(addr)
 	}
