@@ -13,6 +13,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -86,17 +89,72 @@ func Open(o Options) *Counter {
 }
 
 // DefaultFile is the state file used when [quota] state_file is empty:
-// $XDG_STATE_HOME/chutes-proxy/quota.json, else
-// ~/.local/state/chutes-proxy/quota.json.
+// quota.json in the first of these directories that can be written to.
+//
+//   - $XDG_STATE_HOME/chutes-proxy
+//   - on Windows, %LOCALAPPDATA%\chutes-proxy (os.UserCacheDir's place:
+//     per machine, not roaming, so two PCs do not fight over one count)
+//   - ~/.local/state/chutes-proxy
+//   - the user's cache directory's chutes-proxy (os.UserCacheDir), for a
+//     home that is unset, relative or read-only (a service account, an
+//     Android app's shell)
+//   - the temp directory's chutes-proxy (Termux's is $PREFIX/tmp, private
+//     to the app), where a reboot may reset the count, which beats losing
+//     it at every restart
+//
+// It creates the directory it picks. The error lists every place tried.
 func DefaultFile() (string, error) {
-	if d := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(d) {
-		return filepath.Join(d, "chutes-proxy", "quota.json"), nil
+	var tried []string
+	for _, dir := range stateDirs() {
+		dir = filepath.Join(dir, "chutes-proxy")
+		if err := writable(dir); err != nil {
+			if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
+				err = pe.Err // the path may be a parent of dir's; dir says more
+			}
+			tried = append(tried, fmt.Sprintf("%s: %v", dir, err))
+			continue
+		}
+		return filepath.Join(dir, "quota.json"), nil
+	}
+	return "", fmt.Errorf("no writable state directory for the quota file (set [quota] state_file): %s",
+		strings.Join(tried, "; "))
+}
+
+// stateDirs lists DefaultFile's candidates, absolute paths only, most
+// fitting first.
+func stateDirs() []string {
+	var dirs []string
+	add := func(dir string, err error, elem ...string) {
+		dir = filepath.Join(append([]string{dir}, elem...)...)
+		if err == nil && filepath.IsAbs(dir) && !slices.Contains(dirs, dir) {
+			dirs = append(dirs, dir)
+		}
+	}
+	add(os.Getenv("XDG_STATE_HOME"), nil)
+	if runtime.GOOS == "windows" {
+		add(os.Getenv("LOCALAPPDATA"), nil)
 	}
 	home, err := os.UserHomeDir()
-	if err != nil {
-		return "", fmt.Errorf("no state directory for the quota file (set [quota] state_file): %w", err)
+	add(home, err, ".local", "state")
+	cache, err := os.UserCacheDir()
+	add(cache, err)
+	add(os.TempDir(), nil)
+	return dirs
+}
+
+// writable creates dir if need be and proves that a file can be made in
+// it; running as root proves nothing about permissions, but a path under
+// a regular file or on a read-only file system fails here too.
+func writable(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
 	}
-	return filepath.Join(home, ".local", "state", "chutes-proxy", "quota.json"), nil
+	f, err := os.CreateTemp(dir, ".probe*")
+	if err != nil {
+		return err
+	}
+	f.Close()
+	return os.Remove(f.Name())
 }
 
 func dayOf(t time.Time) string { return t.UTC().Format(time.DateOnly) }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -418,14 +419,74 @@ func TestRunFlushesUntilCanceled(t *testing.T) {
 }
 
 func TestDefaultFile(t *testing.T) {
-	t.Setenv("XDG_STATE_HOME", "/x/state")
-	if f, err := DefaultFile(); err != nil || f != "/x/state/chutes-proxy/quota.json" {
-		t.Fatalf("DefaultFile = %q %v", f, err)
+	// Env values name directories by placeholder: {a}, {b} and {c} are
+	// fresh directories, {blocker} a regular file no directory can be made
+	// under (what a read-only or missing home amounts to, even for root).
+	type defaultFileCase struct {
+		name    string
+		env     map[string]string
+		want    string   // the state file's directory, placeholders allowed; "" means an error
+		wantErr []string // what the error says
 	}
-	t.Setenv("XDG_STATE_HOME", "")
-	t.Setenv("HOME", "/home/u")
-	if f, err := DefaultFile(); err != nil || f != "/home/u/.local/state/chutes-proxy/quota.json" {
-		t.Fatalf("DefaultFile = %q %v", f, err)
+	var tests []defaultFileCase
+	if runtime.GOOS == "windows" {
+		tests = []defaultFileCase{
+			{name: "%LOCALAPPDATA%", env: map[string]string{"LOCALAPPDATA": "{a}", "USERPROFILE": "{b}", "TMP": "{c}", "TEMP": "{c}"},
+				want: "{a}/chutes-proxy"},
+			{name: "$XDG_STATE_HOME comes first", env: map[string]string{"XDG_STATE_HOME": "{b}", "LOCALAPPDATA": "{a}", "TMP": "{c}", "TEMP": "{c}"},
+				want: "{b}/chutes-proxy"},
+			{name: "unusable %LOCALAPPDATA%: the profile", env: map[string]string{"LOCALAPPDATA": "{blocker}/x", "USERPROFILE": "{b}", "TMP": "{c}", "TEMP": "{c}"},
+				want: "{b}/.local/state/chutes-proxy"},
+			{name: "nothing but the temp dir", env: map[string]string{"LOCALAPPDATA": "{blocker}/x", "USERPROFILE": "{blocker}/y", "TMP": "{c}", "TEMP": "{c}"},
+				want: "{c}/chutes-proxy"},
+		}
+	} else {
+		tests = []defaultFileCase{
+			{name: "$XDG_STATE_HOME", env: map[string]string{"XDG_STATE_HOME": "{a}", "HOME": "{b}"}, want: "{a}/chutes-proxy"},
+			{name: "~/.local/state", env: map[string]string{"HOME": "{b}"}, want: "{b}/.local/state/chutes-proxy"},
+			{name: "a relative $XDG_STATE_HOME is ignored", env: map[string]string{"XDG_STATE_HOME": "state", "HOME": "{b}"},
+				want: "{b}/.local/state/chutes-proxy"},
+			{name: "unusable home: the cache dir", env: map[string]string{"HOME": "{blocker}/home", "XDG_CACHE_HOME": "{a}", "TMPDIR": "{c}"},
+				want: "{a}/chutes-proxy"},
+			{name: "no home at all: the temp dir", env: map[string]string{"TMPDIR": "{c}"}, want: "{c}/chutes-proxy"},
+			{name: "a relative home: the temp dir", env: map[string]string{"HOME": "home", "TMPDIR": "{c}"}, want: "{c}/chutes-proxy"},
+			{name: "nothing writable", env: map[string]string{"HOME": "{blocker}/h", "XDG_CACHE_HOME": "{blocker}/c", "TMPDIR": "{blocker}/t"},
+				wantErr: []string{"state_file", "{blocker}/h/.local/state/chutes-proxy", "{blocker}/c/chutes-proxy", "{blocker}/t/chutes-proxy"}},
+		}
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			blocker := filepath.Join(t.TempDir(), "blocker")
+			if err := os.WriteFile(blocker, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			r := strings.NewReplacer("{a}", t.TempDir(), "{b}", t.TempDir(), "{c}", t.TempDir(), "{blocker}", blocker)
+			fill := func(s string) string { return filepath.FromSlash(r.Replace(s)) }
+			for _, k := range []string{"XDG_STATE_HOME", "XDG_CACHE_HOME", "HOME", "TMPDIR", "LOCALAPPDATA", "USERPROFILE", "TMP", "TEMP"} {
+				t.Setenv(k, fill(tt.env[k]))
+			}
+			got, err := DefaultFile()
+			if tt.want == "" {
+				if err == nil {
+					t.Fatalf("DefaultFile() = %q, want an error", got)
+				}
+				for _, w := range tt.wantErr {
+					if !strings.Contains(err.Error(), fill(w)) {
+						t.Errorf("error %q does not say %q", err, fill(w))
+					}
+				}
+				return
+			}
+			if want := filepath.Join(fill(tt.want), "quota.json"); err != nil || got != want {
+				t.Fatalf("DefaultFile() = %q, %v; want %q", got, err, want)
+			}
+			if fi, err := os.Stat(filepath.Dir(got)); err != nil || !fi.IsDir() {
+				t.Errorf("the directory was not created: %v", err)
+			}
+			if left, _ := os.ReadDir(filepath.Dir(got)); len(left) != 0 {
+				t.Errorf("the writability probe left %v behind", left)
+			}
+		})
 	}
 }
 
