@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -117,6 +118,11 @@ func TestDialerAsksTheResolver(t *testing.T) {
 func fakeDNS(t *testing.T, name string, ip net.IP) string {
 	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil && runtime.GOOS == "windows" && strings.Contains(err.Error(), "wsaioctl") {
+		// Wine (CI runs the Windows tests under it) lacks the
+		// SIO_UDP_CONNRESET that Go sets on every UDP socket; Windows has it.
+		t.Skip("no UDP sockets here:", err)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

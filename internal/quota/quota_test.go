@@ -125,7 +125,9 @@ func TestSurvivesRestart(t *testing.T) {
 	if st := readState(t, file); st.Day != "2026-03-05" || st.Count != 1 {
 		t.Fatalf("file = %+v, want 1 on 2026-03-05", st)
 	}
-	if fi, err := os.Stat(filepath.Dir(file)); err != nil || fi.Mode().Perm() != 0o700 {
+	// Windows has no mode bits (Go reports 0777 for every directory); the
+	// profile's ACLs keep it private there.
+	if fi, err := os.Stat(filepath.Dir(file)); err != nil || runtime.GOOS != "windows" && fi.Mode().Perm() != 0o700 {
 		t.Fatalf("state dir mode: %v %v", fi.Mode(), err)
 	}
 }
