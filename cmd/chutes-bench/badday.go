@@ -46,7 +46,7 @@ func runBadDay(args []string) int {
 	o.Out, o.Log = os.Stdout, os.Stderr
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := badday.Run(ctx, o); err != nil {
+	if _, err := badday.Run(ctx, o); err != nil {
 		fmt.Fprintln(os.Stderr, "chutes-bench badday:", err)
 		return 1
 	}

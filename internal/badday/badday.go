@@ -42,8 +42,8 @@ type Options struct {
 func Defaults() Options {
 	return Options{
 		Users:    8,
-		Timeline: Timeline{Warmup: 3 * time.Second, Bad: 10 * time.Second, Recovery: 5 * time.Second},
-		Parallel: 3,
+		Timeline: Timeline{Warmup: 3 * time.Second, Bad: 20 * time.Second, Recovery: 8 * time.Second},
+		Parallel: 4,
 		Seed:     16,
 	}
 }
@@ -59,9 +59,9 @@ type job struct {
 	setup Setup
 }
 
-// Run plays the chosen scenarios through the chosen setups and writes the
-// report.
-func Run(ctx context.Context, o Options) error {
+// Run plays the chosen scenarios through the chosen setups, writes the
+// report and returns the runs.
+func Run(ctx context.Context, o Options) ([]*Result, error) {
 	if o.Out == nil {
 		o.Out = io.Discard
 	}
@@ -70,11 +70,11 @@ func Run(ctx context.Context, o Options) error {
 	}
 	files, err := loadScenarios()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	jobs, err := plan(o)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	results := make([]*Result, len(jobs))
 	errs := make([]error, len(jobs))
@@ -101,15 +101,15 @@ func Run(ctx context.Context, o Options) error {
 	wg.Wait()
 	for i, err := range errs {
 		if err != nil {
-			return fmt.Errorf("%s through %s: %w", jobs[i].sc.Name, jobs[i].setup.Name, err)
+			return nil, fmt.Errorf("%s through %s: %w", jobs[i].sc.Name, jobs[i].setup.Name, err)
 		}
 	}
 	if o.Sweep {
 		sweepReport(o.Out, results)
-		return nil
+	} else {
+		report(o.Out, results, o.Timeline, o.Users)
 	}
-	report(o.Out, results, o.Timeline, o.Users)
-	return nil
+	return results, nil
 }
 
 // plan lists the runs: every chosen scenario through every chosen setup,

@@ -41,11 +41,8 @@ type Result struct {
 	// Refused counts attempts that reached no upstream (connection
 	// refused): they spend nothing, and are not in Requests.
 	Refused int
-	// HealthyCuts are learned cut-offs of an attempt on a model that was
-	// healthy then, by model.
-	HealthyCuts map[string]int
-	// Cuts are all learned cut-offs, by model.
-	Cuts map[string]int
+	// Cuts are the attempts left at a learned cut-off.
+	Cuts []Cut
 	// CutOff is model-a's cut-off when the bad phase began, and whether it
 	// was learned (else first_byte_timeout).
 	CutOff  time.Duration
@@ -67,10 +64,18 @@ type tap struct {
 	t0      time.Time
 	healthy func(model string, at time.Duration) bool
 
-	mu          sync.Mutex
-	refused     int
-	cuts        map[string]int
-	healthyCuts map[string]int
+	mu      sync.Mutex
+	refused int
+	cuts    []Cut
+}
+
+// Cut is an attempt left at its model's learned cut-off.
+type Cut struct {
+	Model string
+	// At is when the attempt began, from the run's start.
+	At time.Duration
+	// Healthy: the model was scripted healthy then (a healthy reply cut).
+	Healthy bool
 }
 
 func (t *tap) Attempted(model string, a failover.Attempt, latency time.Duration) {
@@ -83,10 +88,8 @@ func (t *tap) Attempted(model string, a failover.Attempt, latency time.Duration)
 	defer t.mu.Unlock()
 	switch {
 	case errors.As(a.Err, &te) && te.Learned && !te.Idle:
-		t.cuts[model]++
-		if t.healthy(model, time.Since(t.t0)-te.After) {
-			t.healthyCuts[model]++
-		}
+		at := time.Since(t.t0) - te.After
+		t.cuts = append(t.cuts, Cut{Model: model, At: at, Healthy: t.healthy(model, at)})
 	case failover.IsNetwork(a.Err):
 		t.refused++
 	}
@@ -177,8 +180,7 @@ func runOne(ctx context.Context, sc Scenario, setup Setup, tl Timeline, users in
 	}
 	ph := &phases{}
 	cat := catalog.New()
-	tp := &tap{Monitor: health.New(health.Options{Config: cfg, Catalog: cat}), healthy: ph.healthy,
-		cuts: map[string]int{}, healthyCuts: map[string]int{}}
+	tp := &tap{Monitor: health.New(health.Options{Config: cfg, Catalog: cat}), healthy: ph.healthy}
 	router := failover.New(cfg, nil, tp)
 	srv := proxy.New(proxy.Options{Config: cfg, Router: router, Catalog: cat})
 	defer srv.Close()
@@ -193,16 +195,18 @@ func runOne(ctx context.Context, sc Scenario, setup Setup, tl Timeline, users in
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}}
 	defer client.CloseIdleConnections()
 
-	res := &Result{Scenario: sc, Setup: setup, HealthyCuts: tp.healthyCuts, Cuts: tp.cuts}
+	res := &Result{Scenario: sc, Setup: setup}
 	_, res.Latencies = any(tp).(failover.Latencies)
-	recovery := tl.Recovery
+	if sc.Length > 0 {
+		tl.Bad = sc.Length
+	}
 	if !sc.Recovers {
-		recovery = 0
+		tl.Recovery = 0
 	}
 	t0 := time.Now()
 	tp.t0 = t0
 	res.BadStart, res.BadEnd = tl.Warmup, tl.Warmup+tl.Bad
-	stop := t0.Add(res.BadEnd + recovery)
+	stop := t0.Add(res.BadEnd + tl.Recovery)
 
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -261,7 +265,7 @@ func runOne(ctx context.Context, sc Scenario, setup Setup, tl Timeline, users in
 		res.Requests[id] += n
 	}
 	tp.mu.Lock()
-	res.Refused = tp.refused
+	res.Refused, res.Cuts = tp.refused, tp.cuts
 	tp.mu.Unlock()
 	return res, nil
 }

@@ -43,6 +43,9 @@ type Scenario struct {
 	// token comes Prefill[model] later.
 	LongShare float64
 	Prefill   map[string]time.Duration
+	// Length, when set, is how long this scenario's bad phase lasts instead
+	// of the timeline's: long enough for rare events to show.
+	Length time.Duration
 	// Recovers: model-a is healthy again at the end of the bad phase, and
 	// the run measures when it is used again.
 	Recovers bool
@@ -65,7 +68,7 @@ var Scenarios = []Scenario{
 	{Name: "outage", Title: "Chutes wholly unreachable (connection refused); local:model-c left",
 		Outage: true, Recovers: true},
 	{Name: "reasoning", Title: "model-a is a healthy reasoning model; 4% of prompts are long (first token +2 s)",
-		Base: "reasoning.toml", LongShare: 0.04,
+		Base: "reasoning.toml", LongShare: 0.04, Length: 30 * time.Second,
 		Prefill: map[string]time.Duration{ModelA: 2 * time.Second, ModelB: time.Second, "model-c": time.Second}},
 }
 
