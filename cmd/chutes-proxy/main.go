@@ -10,13 +10,24 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
+
+	"github.com/chutes-proxy/chutes-proxy/internal/config"
+	"github.com/chutes-proxy/chutes-proxy/internal/proxy"
 )
 
 func main() {
+	// Where Go's own resolver would ask localhost:53 (Termux: no
+	// /etc/resolv.conf), every command's lookups — init's key check, the
+	// doctor's, a provider's — go where the proxy's upstream dials do.
+	if r := proxy.UpstreamDNS(config.Upstream{}).Resolver(10 * time.Second); r != nil {
+		net.DefaultResolver = r
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"io/fs"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/chutes-proxy/chutes-proxy/internal/config"
 )
@@ -46,6 +48,21 @@ func UpstreamDNS(u config.Upstream) DNS {
 		return DNS{Server: u.Resolver}
 	}
 	return systemDNS{goos: runtime.GOOS, getenv: os.Getenv, readFile: os.ReadFile}.pick()
+}
+
+// Resolver asks d.Server with Go's own resolver, each query's connection
+// bounded by timeout; nil (the system's) when d names no server.
+func (d DNS) Resolver(timeout time.Duration) *net.Resolver {
+	if d.Server == "" {
+		return nil
+	}
+	return &net.Resolver{
+		PreferGo: true,
+		Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			dialer := net.Dialer{Timeout: timeout}
+			return dialer.DialContext(ctx, network, d.Server)
+		},
+	}
 }
 
 // systemDNS is where UpstreamDNS looks, so that tests can fake the files. Its paths

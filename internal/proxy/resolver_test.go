@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chutes-proxy/chutes-proxy/internal/config"
 )
@@ -86,6 +87,9 @@ func TestSystemDNS(t *testing.T) {
 func TestUpstreamDNSConfiguredWins(t *testing.T) {
 	if got := UpstreamDNS(config.Upstream{Resolver: "1.1.1.1:53"}); got != (DNS{Server: "1.1.1.1:53"}) {
 		t.Fatalf("UpstreamDNS = %+v", got)
+	}
+	if r := (DNS{}).Resolver(time.Second); r != nil {
+		t.Fatalf("the system's DNS has a Resolver %+v, want nil (net.DefaultResolver)", r)
 	}
 }
 

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"net"
 	"net/http"
 	"time"
@@ -58,15 +57,5 @@ func connectTimeout(u config.Upstream) time.Duration {
 // UpstreamDNS picks if it picks one.
 func newDialer(u config.Upstream) *net.Dialer {
 	connect := connectTimeout(u)
-	dialer := &net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second}
-	if server := UpstreamDNS(u).Server; server != "" {
-		dialer.Resolver = &net.Resolver{
-			PreferGo: true,
-			Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-				d := net.Dialer{Timeout: connect}
-				return d.DialContext(ctx, network, server)
-			},
-		}
-	}
-	return dialer
+	return &net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second, Resolver: UpstreamDNS(u).Resolver(connect)}
 }
