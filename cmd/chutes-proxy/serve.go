@@ -98,20 +98,9 @@ func serve(ctx context.Context, cfg *config.Config, opts config.Options, log *sl
 		signal.Notify(hup, sigs...)
 		defer signal.Stop(hup)
 	}
-	addr := ln.Addr().String()
-	log.Info("chutes-proxy listening", "url", "http://"+addr+"/v1", "status_page", "http://"+addr+"/",
-		"config", cfg.SourceName(), "upstream", cfg.Upstream.BaseURL, "version", version())
-	if d := proxy.UpstreamDNS(cfg.Upstream); d.Fallback != "" {
-		// Termux: Go's resolver would ask localhost:53, which refuses.
-		log.Info("upstream names are looked up with a fallback DNS server", "resolver", d.Server, "why", d.Fallback,
-			"fix", "set [upstream] resolver to choose another")
-	}
-	if ready != nil {
-		ready(addr)
-	}
-
 	// Reload on file change or SIGHUP; requests in flight keep the config
-	// they started with.
+	// they started with. The watch starts before anyone can know the
+	// address, so that it has read the file before most early edits.
 	wctx, cancelWatch := context.WithCancel(ctx)
 	defer cancelWatch()
 	reload := make(chan string, 1)
@@ -138,6 +127,18 @@ func serve(ctx context.Context, cfg *config.Config, opts config.Options, log *sl
 			}
 		}
 	}()
+
+	addr := ln.Addr().String()
+	log.Info("chutes-proxy listening", "url", "http://"+addr+"/v1", "status_page", "http://"+addr+"/",
+		"config", cfg.SourceName(), "upstream", cfg.Upstream.BaseURL, "version", version())
+	if d := proxy.UpstreamDNS(cfg.Upstream); d.Fallback != "" {
+		// Termux: Go's resolver would ask localhost:53, which refuses.
+		log.Info("upstream names are looked up with a fallback DNS server", "resolver", d.Server, "why", d.Fallback,
+			"fix", "set [upstream] resolver to choose another")
+	}
+	if ready != nil {
+		ready(addr)
+	}
 
 	srv := proxy.HTTPServer(cfg.Listen, app.handler, log)
 	if err := proxy.Serve(ctx, srv, ln, drainTimeout); err != nil {
