@@ -83,6 +83,11 @@ type Failover struct {
 	// token; the first token wins and the other request is cancelled. Each
 	// hedge is one more upstream request against the daily quota.
 	Hedge bool `toml:"hedge"`
+	// NoCooling turns off the rest after a 429, for chutes-bench's
+	// baseline (a generic gateway's "try the next model" and nothing
+	// more). Not a key of proxy.toml: a proxy always rests an overloaded
+	// model.
+	NoCooling bool `toml:"-"`
 }
 
 // Breaker holds the circuit-breaker defaults for every model.

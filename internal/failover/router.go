@@ -274,7 +274,7 @@ func (r *Router) admit(m *Model, promptTokens int, others bool) (waiter, Attempt
 
 // settle records an attempt's outcome in the breaker and the 429 cooling,
 // and says what the walk does next.
-func (m *Model) settle(err error, done func(error)) (Attempt, Action) {
+func (m *Model) settle(err error, done func(error), cool bool) (Attempt, Action) {
 	a := Attempt{Model: m.ID, Err: err}
 	if err == nil {
 		done(nil)
@@ -299,7 +299,7 @@ func (m *Model) settle(err error, done func(error)) (Attempt, Action) {
 		done(nil) // the model answered; the problem is the request's
 		a.Kind = KindReturned
 	}
-	if a.Status == 429 {
+	if a.Status == 429 && cool {
 		a.RetryAfter = m.cool(time.Now(), ue.RetryAfter)
 	}
 	return a, action
@@ -501,15 +501,40 @@ func (m *Model) reserve(now time.Time) (waiter, Attempt, bool) {
 // Retry-After when given, else an own backoff of 1 s, 2 s, 4 s ... 30 s,
 // because Chutes rarely sends Retry-After and trying again at once only
 // collects more 429s.
+//
+// A strike counts once per resting episode: the 429s of requests already
+// in flight when the first one came back say nothing new, and used to turn
+// one burst into a rest of many seconds.
 func (m *Model) cool(now time.Time, retryAfter time.Duration) time.Duration {
-	n := m.strikes.Add(1)
+	var n int32
+	if until := m.coolUntil.Load(); now.UnixNano() >= until {
+		n = m.strikes.Add(1)
+	} else {
+		n = max(m.strikes.Load(), 1)
+	}
 	d := retryAfter
 	if d <= 0 {
 		d = time.Second << min(n-1, 5)
 		d = min(d, 30*time.Second)
 	}
-	m.coolUntil.Store(now.Add(d).UnixNano())
+	if until := now.Add(d).UnixNano(); until > m.coolUntil.Load() {
+		m.coolUntil.Store(until)
+	}
 	return d
+}
+
+// errCut is a reply that broke off after its commit, for the breaker.
+var errCut = errors.New("the reply broke off after its first token")
+
+// Cut tells model's breaker that a reply it had started broke off: a
+// stream cut, stalled or ended without [DONE] after its commit. It counts
+// as a failure, as one before the first token does, so that a model whose
+// miners keep dying mid-reply opens its breaker too. A breaker that is
+// open, or half-open with its trial taken, needs no telling.
+func (r *Router) Cut(model string) {
+	if done, err := r.Model(model).breaker.Load().Allow(); err == nil {
+		done(errCut)
+	}
 }
 
 func (m *Model) succeeded() {

@@ -165,17 +165,26 @@ func (w *walk) wait(ctx context.Context, ru *run) outcome {
 // hedged runs a, and from after on also the chain's next admissible model;
 // the first token wins, the other is cancelled and not counted. It returns
 // the winner's outcome, or with no winner the last one that ends the walk.
+//
+// The winner's context is never cancelled here: the proxy goes on reading
+// its committed reply under it, and ends it itself.
 func (w *walk) hedged(ctx context.Context, a *run, after time.Duration) outcome {
 	race := new(atomic.Int32)
 	cancelA := w.launch(ctx, a, race, 1)
-	defer cancelA(nil)
+	alone := func(err error) outcome {
+		o := w.settle(a, err)
+		if !o.served {
+			cancelA(nil)
+		}
+		return o
+	}
 	t := time.NewTimer(after)
 	defer t.Stop()
 	select {
 	case err := <-a.res:
-		return w.settle(a, err)
+		return alone(err)
 	case <-a.slot.ch:
-		return w.settle(a, <-a.res)
+		return alone(<-a.res)
 	case <-t.C:
 	}
 	var b *run
@@ -186,10 +195,9 @@ func (w *walk) hedged(ctx context.Context, a *run, after time.Duration) outcome 
 		}
 	}
 	if b == nil {
-		return w.settle(a, <-a.res)
+		return alone(<-a.res)
 	}
 	cancelB := w.launch(ctx, b, race, 2)
-	defer cancelB(nil)
 	w.r.log.LogAttrs(ctx, slog.LevelInfo, "no token yet: hedging with the next model",
 		slog.String("model", a.m.ID), slog.String("hedge", b.m.ID), slog.Duration("after", after))
 	var out outcome
@@ -219,6 +227,13 @@ func (w *walk) hedged(ctx context.Context, a *run, after time.Duration) outcome 
 			pending--
 		}
 	}
+	// Both have returned: release the contexts of those that did not serve.
+	if !out.served || out.id != a.m.ID {
+		cancelA(nil)
+	}
+	if !out.served || out.id != b.m.ID {
+		cancelB(nil)
+	}
 	return out
 }
 
@@ -240,7 +255,7 @@ func (w *walk) settle(ru *run, err error) outcome {
 	if tok := ru.slot.tok; !tok.IsZero() {
 		elapsed = tok.Sub(ru.start)
 	}
-	a, action := ru.m.settle(err, ru.done)
+	a, action := ru.m.settle(err, ru.done, !w.cfg.Failover.NoCooling)
 	a.DurationMS = elapsed.Milliseconds()
 	w.record(a, elapsed)
 	id := ru.m.ID

@@ -8,6 +8,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/sony/gobreaker/v2"
+
 	"github.com/chutes-proxy/chutes-proxy/internal/config"
 )
 
@@ -213,6 +215,79 @@ func TestHalfOpenOneTrial(t *testing.T) {
 		wg.Wait()
 		if got := calls["dead/one"]; got != 1 {
 			t.Fatalf("the half-open model was tried %d times by 8 concurrent users, want 1", got)
+		}
+	})
+}
+
+// TestHedgedWinnerKeepsItsContext: the context an attempt served under
+// stays alive after Do returns (the proxy reads the committed stream under
+// it), whether the hedge started or the model answered before its p95.
+func TestHedgedWinnerKeepsItsContext(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		first time.Duration // the first model's time to its token
+	}{{"before the hedge", time.Second}, {"after the hedge started", 3 * time.Second}} {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				h := &history{p95: map[string]time.Duration{"slow/one": 2 * time.Second}, n: 50}
+				r := New(cutoffConfig(t, func(f *config.Failover) { f.Hedge = true }), nil, h)
+				var served context.Context
+				res, err := r.Do(context.Background(), Request{Model: "auto"}, func(ctx context.Context, model string) error {
+					if model == "fast/two" {
+						return hangUntilCanceled(ctx)
+					}
+					time.Sleep(tt.first)
+					if !FirstToken(ctx) {
+						return ErrHedgeLost
+					}
+					served = ctx
+					return nil
+				})
+				if err != nil || res.Model != "slow/one" {
+					t.Fatalf("Do = %v via %q", err, res.Model)
+				}
+				synctest.Wait()
+				if served.Err() != nil {
+					t.Fatalf("the winner's context ended with Do: %v", context.Cause(served))
+				}
+			})
+		})
+	}
+}
+
+// TestCutCountsAgainstTheBreaker: replies that break off after their
+// commit count as failures, so a model whose miners die mid-reply opens its
+// breaker like one that fails before its first token.
+func TestCutCountsAgainstTheBreaker(t *testing.T) {
+	cfg := testConfig(t, chain("cut/one", nil))
+	cfg.Breaker.Failures = 2
+	r := New(cfg, nil, nil)
+	r.Cut("cut/one")
+	if st := r.Model("cut/one").State(); st != gobreaker.StateClosed {
+		t.Fatalf("one cut opened the breaker: %v", st)
+	}
+	r.Cut("cut/one")
+	if st := r.Model("cut/one").State(); st != gobreaker.StateOpen {
+		t.Fatalf("two cuts in a row: breaker %v, want open", st)
+	}
+	r.Cut("cut/one") // an open breaker needs no telling, and must not panic
+}
+
+// TestCoolingOneStrikePerEpisode: the 429s of requests that were already in
+// flight when the first one came back do not lengthen the rest; the next
+// episode's does.
+func TestCoolingOneStrikePerEpisode(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := New(testConfig(t), nil, nil).Model("busy/one")
+		now := time.Now()
+		for range 5 {
+			if d := m.cool(now, 0); d != time.Second {
+				t.Fatalf("a 429 of the same burst rests %v, want 1s", d)
+			}
+		}
+		later := now.Add(2 * time.Second)
+		if d := m.cool(later, 0); d != 2*time.Second {
+			t.Fatalf("the next episode rests %v, want 2s", d)
 		}
 	})
 }

@@ -537,8 +537,13 @@ func (c *call) relay(ctx context.Context, w http.ResponseWriter, got **committed
 		if err == nil || errors.Is(err, errClientWrite) {
 			return
 		}
-		// The upstream broke after the commit: the client has part of a reply.
+		// The upstream broke after the commit: the client has part of a
+		// reply, and the model's breaker hears of it (a request_timeout is
+		// not the model's fault).
 		reason := c.cutReason(cm, err)
+		if c.r.Context().Err() == nil && context.Cause(cm.resp.Request.Context()) != context.DeadlineExceeded {
+			c.s.router.Cut(cm.model)
+		}
 		if cm.reply != nil {
 			text += cm.reply.Text()
 			cuts[cm.model]++

@@ -189,7 +189,7 @@ func sseText(t *testing.T, body []byte) (text string, comments []string, errCode
 // middle of a reply, without data: [DONE], reaches the client as
 // stream_interrupted, not as a whole reply, and counts against the model.
 func TestStreamEndWithoutDone(t *testing.T) {
-	_, ts, _, logs := simProxy(t, []simulator.ModelScenario{
+	_, ts, srv, logs := simProxy(t, []simulator.ModelScenario{
 		{ID: "ends/early", Behavior: simulator.Behavior{Kind: simulator.KindEndAfter, EndAfter: 4, Reply: reply13}},
 	}, []string{"ends/early"}, nil)
 	resp, err := http.Post(ts.URL+"/v1/chat/completions", "application/json",
@@ -208,6 +208,9 @@ func TestStreamEndWithoutDone(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "without data: [DONE]") {
 		t.Errorf("the log does not say why: %s", logs.String())
+	}
+	if c := srv.Router().Model("ends/early").Counts(); c.ConsecutiveFailures != 1 {
+		t.Errorf("breaker counts %+v: the cut must count as a failure", c)
 	}
 }
 
