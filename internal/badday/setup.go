@@ -11,8 +11,8 @@ import (
 )
 
 // Scale is how much shorter than real time the bench's times are: a 6 s
-// first_byte_timeout here stands for the default 60 s, a 0.8 s floor for
-// 8 s, a 3 s breaker cooldown for 30 s.
+// first_byte_timeout here stands for the default 60 s, a 2.5 s floor for
+// the default 25 s, a 3 s breaker cooldown for 30 s.
 const Scale = 10
 
 // The scaled-down time-outs every setup shares.
@@ -21,7 +21,7 @@ const (
 	IdleTimeout      = 6 * time.Second // 60 s
 	RequestTimeout   = 60 * time.Second
 	Cooldown         = 3 * time.Second // [breaker] cooldown 30 s
-	Floor            = 800 * time.Millisecond
+	Floor            = 2500 * time.Millisecond
 	Factor           = 3.0
 )
 
@@ -42,9 +42,9 @@ type Setup struct {
 }
 
 // The setups of every scenario: the proxy's defaults (times scaled), the
-// same with hedging, and the baseline: a breaker that never opens, no
-// learned cut-off, only fixed time-outs and "try the next model". 429
-// cooling has no switch and stays on in the baseline too.
+// same with hedging, and the baseline: a breaker that never opens, no 429
+// cooling, no learned cut-off: only fixed time-outs and "try the next
+// model".
 var (
 	Proxy       = Setup{Name: "proxy", Learned: true, Factor: Factor, Floor: Floor, Failures: 3, Cooldown: Cooldown}
 	ProxyHedge  = Setup{Name: "proxy+hedge", Learned: true, Factor: Factor, Floor: Floor, Hedge: true, Failures: 3, Cooldown: Cooldown}
@@ -107,5 +107,6 @@ func (s Setup) load(dir, chutesURL, localURL string) (*config.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("setup %s: %w", s.Name, err)
 	}
+	cfg.Failover.NoCooling = s.Baseline
 	return cfg, nil
 }
