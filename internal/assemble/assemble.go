@@ -21,10 +21,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"unicode/utf16"
-	"unicode/utf8"
 
 	"github.com/chutes-proxy/chutes-proxy/internal/human"
+	"github.com/chutes-proxy/chutes-proxy/internal/jsonscan"
 )
 
 // Endpoint is the kind of reply being assembled.
@@ -194,15 +193,80 @@ func invalid(what string, err error) error {
 	return fmt.Errorf("%w: %s", ErrInvalidEvent, what)
 }
 
-// Keys handled by name at each level; other keys are kept as extras (see
-// appendMembers). A null top-level "error" is dropped: a client may test
-// for the key.
-var (
-	topKnown    = map[string]bool{"id": true, "object": true, "created": true, "model": true, "choices": true, "usage": true, "error": true}
-	choiceKnown = map[string]bool{"index": true, "delta": true, "message": true, "text": true, "logprobs": true, "finish_reason": true}
-	deltaKnown  = map[string]bool{"role": true, "content": true, "reasoning_content": true, "reasoning": true, "refusal": true, "tool_calls": true}
-	toolKnown   = map[string]bool{"index": true, "id": true, "type": true, "function": true}
+// level is one of the objects of an event, as a bit.
+type level uint8
+
+const (
+	levelTop level = 1 << iota
+	levelChoice
+	levelDelta
+	levelTool
+	levelFunction
+	levelLogprobs = 0 // all its keys are extras
 )
+
+// known tells the levels that handle key by name, and where it stands
+// among each one's keys: parseFast reads the values of a level's first
+// keys as they are, into the event's fields in the same order (see
+// object). Other keys are kept as extras (see appendMembers). A null
+// top-level "error" is dropped: a client may test for the key.
+func known(key []byte) (place int, in level) {
+	switch string(key) {
+	case "id":
+		return 0, levelTop | levelTool
+	case "created":
+		return 1, levelTop
+	case "model":
+		return 2, levelTop
+	case "usage":
+		return 3, levelTop
+	case "object":
+		return 4, levelTop
+	case "error":
+		return 5, levelTop
+	case "choices":
+		return 6, levelTop
+	case "text":
+		return 0, levelChoice
+	case "finish_reason":
+		return 1, levelChoice
+	case "index":
+		return 2, levelChoice | levelTool
+	case "logprobs":
+		return 3, levelChoice
+	case "delta":
+		return 4, levelChoice
+	case "message":
+		return 5, levelChoice
+	case "role":
+		return 0, levelDelta
+	case "content":
+		return 1, levelDelta
+	case "reasoning_content":
+		return 2, levelDelta
+	case "reasoning":
+		return 3, levelDelta
+	case "refusal":
+		return 4, levelDelta
+	case "tool_calls":
+		return 5, levelDelta
+	case "type":
+		return 1, levelTool
+	case "function":
+		return 3, levelTool
+	case "name":
+		return 0, levelFunction
+	case "arguments":
+		return 1, levelFunction
+	}
+	return 0, 0
+}
+
+// has reports whether l handles key by name.
+func (l level) has(key []byte) bool {
+	_, in := known(key)
+	return in&l != 0
+}
 
 // parseSlow decodes any event with encoding/json, level by level into
 // maps, and is the reference for what an event means: parseFast must agree
@@ -220,7 +284,7 @@ func parseSlow(data []byte, ev *event) error {
 		return &EventError{Body: bytes.Clone(data)}
 	}
 	ev.id, ev.created, ev.model, ev.usage = top["id"], top["created"], top["model"], top["usage"]
-	ev.extra = appendMembers(ev.extra, top, topKnown)
+	ev.extra = appendMembers(ev.extra, top, levelTop)
 	raw := top["choices"]
 	if isNull(raw) {
 		return nil
@@ -238,7 +302,7 @@ func parseSlow(data []byte, ev *event) error {
 			}
 		}
 		pc.text, pc.finish = c["text"], c["finish_reason"]
-		pc.extra = appendMembers(pc.extra, c, choiceKnown)
+		pc.extra = appendMembers(pc.extra, c, levelChoice)
 		d := c["delta"]
 		if isNull(d) {
 			d = c["message"] // a few servers send whole messages
@@ -253,7 +317,7 @@ func parseSlow(data []byte, ev *event) error {
 			if err := json.Unmarshal(lp, &m); err != nil {
 				return invalid("choices.logprobs", err)
 			}
-			pc.lp, pc.hasLP = appendMembers(pc.lp, m, nil), true
+			pc.lp, pc.hasLP = appendMembers(pc.lp, m, levelLogprobs), true
 		}
 	}
 	return nil
@@ -266,7 +330,7 @@ func parseSlowDelta(raw json.RawMessage, pc *parsedChoice) error {
 	}
 	pc.delta = true
 	pc.role, pc.content, pc.rc, pc.rs, pc.refusal = d["role"], d["content"], d["reasoning_content"], d["reasoning"], d["refusal"]
-	pc.msgExtra = appendMembers(pc.msgExtra, d, deltaKnown)
+	pc.msgExtra = appendMembers(pc.msgExtra, d, levelDelta)
 	tc := d["tool_calls"]
 	if isNull(tc) {
 		return nil
@@ -278,7 +342,7 @@ func parseSlowDelta(raw json.RawMessage, pc *parsedChoice) error {
 	for _, m := range tools {
 		t := pc.addTool()
 		t.index, t.id, t.typ = m["index"], m["id"], m["type"]
-		t.extra = appendMembers(t.extra, m, toolKnown)
+		t.extra = appendMembers(t.extra, m, levelTool)
 		if v := m["function"]; !isNull(v) {
 			var f struct {
 				Name      json.RawMessage `json:"name"`
@@ -307,10 +371,10 @@ func isNull(raw json.RawMessage) bool { return len(raw) == 0 || string(raw) == "
 // sorted. A key that differs from a skipped one only in case is dropped
 // too: Go clients match keys case-insensitively and would read it in place
 // of the real one.
-func appendMembers(dst []member, m map[string]json.RawMessage, skip map[string]bool) []member {
+func appendMembers(dst []member, m map[string]json.RawMessage, skip level) []member {
 	n := len(dst)
 	for k, v := range m {
-		if !skip[k] && !skip[strings.ToLower(k)] {
+		if !skip.has([]byte(k)) && !skip.has([]byte(strings.ToLower(k))) {
 			dst = append(dst, member{key: []byte(k), v: v})
 		}
 	}
@@ -371,7 +435,7 @@ func (a *Assembler) applyChoice(pc *parsedChoice) (token bool) {
 		return token
 	}
 	if !isNull(pc.role) {
-		c.role, _ = appendString(c.role[:0], pc.role)
+		c.role, _ = jsonscan.AppendString(c.role[:0], pc.role)
 	}
 	token = c.appendContent(pc.content) || token
 	token = c.rc.add(pc.rc) || token
@@ -408,7 +472,7 @@ func (c *choice) appendContent(v json.RawMessage) bool {
 	}
 	n := len(c.content)
 	var ok bool
-	c.content, ok = appendString(c.content, v)
+	c.content, ok = jsonscan.AppendString(c.content, v)
 	c.hasText = c.hasText || ok
 	return len(c.content) > n
 }
@@ -421,7 +485,7 @@ func (t *text) add(v json.RawMessage) bool {
 	}
 	t.seen = true
 	n := len(t.b)
-	t.b, _ = appendString(t.b, v)
+	t.b, _ = jsonscan.AppendString(t.b, v)
 	return len(t.b) > n
 }
 
@@ -432,7 +496,7 @@ func (t *text) add(v json.RawMessage) bool {
 func (c *choice) addTool(m *parsedTool) {
 	var id []byte
 	if !isNull(m.id) {
-		id, _ = appendString(nil, m.id)
+		id, _ = jsonscan.AppendString(nil, m.id)
 	}
 	var t *toolCall
 	idx, hasIdx := 0, false
@@ -464,111 +528,17 @@ func (c *choice) addTool(m *parsedTool) {
 		t.id = id
 	}
 	if len(t.typ) == 0 && !isNull(m.typ) {
-		t.typ, _ = appendString(nil, m.typ)
+		t.typ, _ = jsonscan.AppendString(nil, m.typ)
 	}
 	if len(t.name) == 0 && !isNull(m.name) {
-		t.name, _ = appendString(nil, m.name)
+		t.name, _ = jsonscan.AppendString(nil, m.name)
 	}
 	if !isNull(m.args) {
-		t.args, _ = appendString(t.args, m.args)
+		t.args, _ = jsonscan.AppendString(t.args, m.args)
 	}
 	for _, e := range m.extra {
 		t.extra.merge(e.key, e.v, mergeFirst)
 	}
-}
-
-// appendString appends the JSON string v, decoded, to dst. ok is false when
-// v is not a string (it is then ignored). Most deltas have no escapes and
-// are copied as they are; the others are decoded as encoding/json decodes
-// them, invalid UTF-8 and lone surrogates becoming U+FFFD.
-func appendString(dst []byte, v json.RawMessage) (_ []byte, ok bool) {
-	if len(v) < 2 || v[0] != '"' {
-		return dst, false
-	}
-	if bytes.IndexByte(v, '\\') < 0 {
-		return append(dst, v[1:len(v)-1]...), true
-	}
-	return appendUnquoted(dst, v[1:len(v)-1])
-}
-
-// appendUnquoted decodes the inside of a JSON string with escapes as
-// encoding/json's unquote does (FuzzAppendString holds it to it); on a
-// malformed one it returns dst as it was and false.
-func appendUnquoted(dst, s []byte) ([]byte, bool) {
-	n := len(dst)
-	for i := 0; i < len(s); {
-		switch c := s[i]; {
-		case c == '\\':
-			if i+1 == len(s) {
-				return dst[:n], false
-			}
-			switch e := s[i+1]; e {
-			case '"', '\\', '/', '\'':
-				dst = append(dst, e)
-			case 'b':
-				dst = append(dst, '\b')
-			case 'f':
-				dst = append(dst, '\f')
-			case 'n':
-				dst = append(dst, '\n')
-			case 'r':
-				dst = append(dst, '\r')
-			case 't':
-				dst = append(dst, '\t')
-			case 'u':
-				r := hex4(s[i:])
-				if r < 0 {
-					return dst[:n], false
-				}
-				i += 6
-				if utf16.IsSurrogate(r) {
-					if d := utf16.DecodeRune(r, hex4(s[i:])); d != utf8.RuneError {
-						r = d
-						i += 6
-					} else {
-						r = utf8.RuneError
-					}
-				}
-				dst = utf8.AppendRune(dst, r)
-				continue
-			default:
-				return dst[:n], false
-			}
-			i += 2
-		case c == '"' || c < ' ':
-			return dst[:n], false
-		case c < utf8.RuneSelf:
-			dst = append(dst, c)
-			i++
-		default:
-			r, size := utf8.DecodeRune(s[i:])
-			dst = utf8.AppendRune(dst, r)
-			i += size
-		}
-	}
-	return dst, true
-}
-
-// hex4 reads the \uXXXX escape at the start of s, -1 when there is none.
-func hex4(s []byte) rune {
-	if len(s) < 6 || s[0] != '\\' || s[1] != 'u' {
-		return -1
-	}
-	var r rune
-	for _, c := range s[2:6] {
-		switch {
-		case '0' <= c && c <= '9':
-			c -= '0'
-		case 'a' <= c && c <= 'f':
-			c -= 'a' - 10
-		case 'A' <= c && c <= 'F':
-			c -= 'A' - 10
-		default:
-			return -1
-		}
-		r = r*16 + rune(c)
-	}
-	return r
 }
 
 // parseInt reads a JSON integer such as an index; ok is false for anything
@@ -783,7 +753,7 @@ func (fs *fields) merge(key []byte, v json.RawMessage, mode mergeMode) {
 	if mode == mergeDelta && f.kind == kind && kind != 'r' {
 		switch kind {
 		case 's':
-			f.b, _ = appendString(f.b, v)
+			f.b, _ = jsonscan.AppendString(f.b, v)
 		case 'a':
 			f.b = appendElements(f.b, v)
 		}
@@ -792,7 +762,7 @@ func (fs *fields) merge(key []byte, v json.RawMessage, mode mergeMode) {
 	f.kind, f.b = kind, nil
 	switch kind {
 	case 's':
-		f.b, _ = appendString(nil, v)
+		f.b, _ = jsonscan.AppendString(nil, v)
 	case 'a':
 		f.b = appendElements(nil, v)
 	default:

@@ -2,9 +2,7 @@ package assemble
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
-	"io"
 	"strings"
 	"testing"
 )
@@ -200,79 +198,4 @@ func fuzzSeeds() []string {
 		seeds = append(seeds, chatChunk(`"x":`+s+`,"choices":[{"index":0,"delta":{"content":`+s+`,"x":`+s+`},"x":`+s+`}]`))
 	}
 	return seeds
-}
-
-// FuzzScanner holds the scanner to encoding/json: skip accepts exactly the
-// valid JSON values no deeper than maxDepth.
-func FuzzScanner(f *testing.F) {
-	for _, s := range fuzzSeeds() {
-		f.Add([]byte(s))
-	}
-	for _, s := range []string{`0`, `-`, `01`, `1.`, `1.e1`, `"\u12"`, `"a` + "\t" + `"`, `[1,]`, `{"a":1,}`, `{"a" 1}`, `nul`, `truex`, `[[]]`, ` {} `} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, data []byte) {
-		s := scanner{buf: data}
-		s.space()
-		ok := s.skip()
-		s.space()
-		got := ok && s.pos == len(data)
-		valid := json.Valid(data)
-		if got && !valid {
-			t.Fatalf("skip accepted invalid JSON %q", data)
-		}
-		if !got && valid && depth(data) <= maxDepth {
-			t.Fatalf("skip refused valid JSON %q (at byte %d)", data, s.pos)
-		}
-	})
-}
-
-// depth is the nesting depth of valid JSON data.
-func depth(data []byte) int {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	d, deepest := 0, 0
-	for {
-		tok, err := dec.Token()
-		if err == io.EOF {
-			return deepest
-		}
-		if err != nil {
-			return 1 << 30
-		}
-		switch tok {
-		case json.Delim('{'), json.Delim('['):
-			d++
-			deepest = max(deepest, d)
-		case json.Delim('}'), json.Delim(']'):
-			d--
-		}
-	}
-}
-
-// FuzzAppendString holds appendString's own decoding of escapes to
-// encoding/json's.
-func FuzzAppendString(f *testing.F) {
-	for _, s := range []string{
-		`"plain"`, `"a\nb\"c\\d\/e\bf\fg\rh\ti"`, `"\u00e9\u4e2d"`, `"\ud83d\ude00"`, `"\ud83d"`, `"\ude00\ud83d x"`,
-		`"\ud83d\u0041"`, "\"\xff\\n\xe2\x82\"", "\"\xed\xa0\x80\\t\"", `"\u0000\u001f"`, `"\x"`, `"\u12G4"`, `"a\`,
-	} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, data []byte) {
-		var want string
-		if json.Unmarshal(data, &want) != nil || data[0] != '"' || data[len(data)-1] != '"' {
-			return // not a string value as a RawMessage holds it: no space around
-		}
-		got, ok := appendString([]byte("prefix"), data)
-		if !ok {
-			t.Fatalf("appendString(%q) refused a string", data)
-		}
-		got = got[len("prefix"):]
-		if bytes.IndexByte(data, '\\') < 0 {
-			want = string(data[1 : len(data)-1]) // copied as it is
-		}
-		if string(got) != want {
-			t.Fatalf("appendString(%q) = %q, encoding/json %q", data, got, want)
-		}
-	})
 }

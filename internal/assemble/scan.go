@@ -1,6 +1,14 @@
 package assemble
 
-import "encoding/json"
+import (
+	"encoding/json"
+
+	"github.com/chutes-proxy/chutes-proxy/internal/jsonscan"
+)
+
+// maxDepth bounds the nesting of the values parseFast reads; deeper ones
+// (encoding/json takes 10,000 levels) are left to parseSlow.
+const maxDepth = 64
 
 // parseFast reads an event of the usual shape into ev in one pass over
 // data, validating it as it goes, and allocates nothing once ev's slices
@@ -13,70 +21,71 @@ import "encoding/json"
 // of another type than an object, and the rest listed below.
 func parseFast(data []byte, ev *event) bool {
 	ev.reset()
-	s := scanner{buf: data}
-	s.space()
-	if !s.open('{') {
+	s := scanner{jsonscan.New(data, maxDepth)}
+	s.Space()
+	var obj, errv json.RawMessage // "object" and "error": an error event is parseSlow's to report
+	raw := [...]*json.RawMessage{&ev.id, &ev.created, &ev.model, &ev.usage, &obj, &errv}
+	// A null choice means something to parseSlow: left to it.
+	choices := func([]byte) bool { return s.array(func() bool { return s.choice(ev.addChoice()) }) }
+	return s.object(levelTop, raw[:], &ev.extra, choices) &&
+		s.End() && string(obj) != `"error"` && isNull(errv)
+}
+
+// scanner reads the objects of an event.
+type scanner struct{ jsonscan.Scanner }
+
+// object reads an object of level l: the value of the key known puts at
+// place k goes to raw[k], or for k past raw to special, each at most once
+// (encoding/json keeps the last of a key sent twice: left to it). Other
+// keys go to extra, sorted, or with extra nil make it refuse the object.
+func (s *scanner) object(l level, raw []*json.RawMessage, extra *[]member, special func(key []byte) bool) bool {
+	if !s.Open('{') {
 		return false
 	}
 	var seen uint
-	for first := true; ; first = false {
-		key, done, ok := s.next(first)
-		if !ok {
-			return false
-		}
-		if done {
+	for {
+		key, more := s.Member()
+		if !more {
 			break
 		}
-		var v json.RawMessage
-		switch string(key) {
-		case "id":
-			ok = once(&seen, 1) && s.value(&ev.id)
-		case "created":
-			ok = once(&seen, 2) && s.value(&ev.created)
-		case "model":
-			ok = once(&seen, 4) && s.value(&ev.model)
-		case "usage":
-			ok = once(&seen, 8) && s.value(&ev.usage)
-		case "object":
-			ok = once(&seen, 16) && s.value(&v) && string(v) != `"error"`
-		case "error":
-			ok = once(&seen, 32) && s.value(&v) && isNull(v)
-		case "choices":
-			ok = once(&seen, 64) && s.choices(ev)
+		k, in := known(key)
+		ok := false
+		switch bit := uint(1) << k; {
+		case in&l == 0:
+			ok = extra != nil && s.extra(extra, key, l)
+		case seen&bit != 0:
+			return false
+		case k < len(raw):
+			seen |= bit
+			*raw[k], ok = s.Value()
 		default:
-			ok = s.extra(&ev.extra, key, topKnown)
+			seen |= bit
+			ok = special(key)
 		}
 		if !ok {
 			return false
 		}
 	}
-	s.space()
-	if s.pos != len(data) {
-		return false
+	if extra != nil {
+		sortMembers(*extra)
 	}
-	sortMembers(ev.extra)
-	return true
-}
-
-// once records bit in *seen and reports whether it was new: a known key
-// that comes twice is left to encoding/json.
-func once(seen *uint, bit uint) bool {
-	if *seen&bit != 0 {
-		return false
-	}
-	*seen |= bit
-	return true
+	return !s.Failed()
 }
 
 // extra reads the value of key, not a known key of its object, into ms.
 // A key that is a known one in another case is dropped, as appendMembers
 // drops it.
-func (s *scanner) extra(ms *[]member, key []byte, known map[string]bool) bool {
-	var v json.RawMessage
-	if !s.value(&v) {
+func (s *scanner) extra(ms *[]member, key []byte, l level) bool {
+	for _, c := range key {
+		if c == '\\' || c >= 0x80 {
+			return false // encoding/json decodes the key
+		}
+	}
+	v, ok := s.Value()
+	if !ok {
 		return false
 	}
-	if shadows(key, known) {
+	if shadows(key, l) {
 		return true
 	}
 	for _, m := range *ms {
@@ -90,7 +99,7 @@ func (s *scanner) extra(ms *[]member, key []byte, known map[string]bool) bool {
 
 // shadows reports whether the ASCII key differs from a known key only in
 // case.
-func shadows(key []byte, known map[string]bool) bool {
+func shadows(key []byte, l level) bool {
 	var low [24]byte // longer than any known key
 	if len(key) > len(low) {
 		return false
@@ -103,488 +112,79 @@ func shadows(key []byte, known map[string]bool) bool {
 		}
 		low[i] = c
 	}
-	return upper && known[string(low[:len(key)])]
+	return upper && l.has(low[:len(key)])
 }
 
-// choices reads the choices array (or null).
-func (s *scanner) choices(ev *event) bool {
-	if s.peek() != '[' {
-		var v json.RawMessage
-		return s.value(&v) && isNull(v)
+// array reads an array, each element with elem, or null.
+func (s *scanner) array(elem func() bool) bool {
+	if s.Peek() != '[' {
+		return s.Null()
 	}
-	s.pos++
-	for first := true; ; first = false {
-		done, ok := s.nextElem(first)
-		if !ok || done {
-			return ok
-		}
-		if !s.open('{') || !s.choice(ev.addChoice()) {
-			return false // a null choice means something to parseSlow
+	s.Open('[')
+	for s.Elem() {
+		if !elem() {
+			return false
 		}
 	}
+	return !s.Failed()
 }
 
-// choice reads one choice object, its '{' consumed.
+// choice reads one choice object.
 func (s *scanner) choice(pc *parsedChoice) bool {
-	var seen uint
-	for first := true; ; first = false {
-		key, done, ok := s.next(first)
-		if !ok {
+	var index json.RawMessage
+	raw := [...]*json.RawMessage{&pc.text, &pc.finish, &index}
+	both := false
+	ok := s.object(levelChoice, raw[:], &pc.extra, func(key []byte) bool {
+		if string(key) == "logprobs" {
+			return s.logprobs(pc)
+		}
+		// parseSlow reads message only when delta is null: leave a
+		// choice with both to it.
+		if both {
 			return false
 		}
-		if done {
-			sortMembers(pc.extra)
-			return true
-		}
-		var v json.RawMessage
-		switch string(key) {
-		case "index":
-			ok = once(&seen, 1) && s.value(&v)
-			if ok && !isNull(v) {
-				pc.index, ok = parseInt(v)
-			}
-		case "delta", "message":
-			// parseSlow reads message only when delta is null: leave
-			// a choice with both to it.
-			ok = once(&seen, 2) && s.delta(pc)
-		case "text":
-			ok = once(&seen, 4) && s.value(&pc.text)
-		case "finish_reason":
-			ok = once(&seen, 8) && s.value(&pc.finish)
-		case "logprobs":
-			ok = once(&seen, 16) && s.logprobs(pc)
-		default:
-			ok = s.extra(&pc.extra, key, choiceKnown)
-		}
-		if !ok {
-			return false
-		}
+		both = true
+		return s.delta(pc)
+	})
+	if ok && !isNull(index) {
+		pc.index, ok = parseInt(index)
 	}
+	return ok
 }
 
 // logprobs reads a choice's logprobs: an object's members are merged into
 // the reply's, anything else is ignored.
 func (s *scanner) logprobs(pc *parsedChoice) bool {
-	if s.peek() != '{' {
-		var v json.RawMessage
-		return s.value(&v)
+	if s.Peek() != '{' {
+		_, ok := s.Value()
+		return ok
 	}
-	s.pos++
 	pc.hasLP = true
-	for first := true; ; first = false {
-		key, done, ok := s.next(first)
-		if !ok {
-			return false
-		}
-		if done {
-			sortMembers(pc.lp)
-			return true
-		}
-		if !s.extra(&pc.lp, key, nil) {
-			return false
-		}
-	}
+	return s.object(levelLogprobs, nil, &pc.lp, nil)
 }
 
 // delta reads a choice's delta (or message): an object, or null.
 func (s *scanner) delta(pc *parsedChoice) bool {
-	if s.peek() != '{' {
-		var v json.RawMessage
-		return s.value(&v) && isNull(v)
+	if s.Peek() != '{' {
+		return s.Null()
 	}
-	s.pos++
 	pc.delta = true
-	var seen uint
-	for first := true; ; first = false {
-		key, done, ok := s.next(first)
-		if !ok {
-			return false
-		}
-		if done {
-			sortMembers(pc.msgExtra)
-			return true
-		}
-		switch string(key) {
-		case "role":
-			ok = once(&seen, 1) && s.value(&pc.role)
-		case "content":
-			ok = once(&seen, 2) && s.value(&pc.content)
-		case "reasoning_content":
-			ok = once(&seen, 4) && s.value(&pc.rc)
-		case "reasoning":
-			ok = once(&seen, 8) && s.value(&pc.rs)
-		case "refusal":
-			ok = once(&seen, 16) && s.value(&pc.refusal)
-		case "tool_calls":
-			ok = once(&seen, 32) && s.toolCalls(pc)
-		default:
-			ok = s.extra(&pc.msgExtra, key, deltaKnown)
-		}
-		if !ok {
-			return false
-		}
-	}
+	raw := [...]*json.RawMessage{&pc.role, &pc.content, &pc.rc, &pc.rs, &pc.refusal}
+	toolCalls := func([]byte) bool { return s.array(func() bool { return s.tool(pc.addTool()) }) }
+	return s.object(levelDelta, raw[:], &pc.msgExtra, toolCalls)
 }
 
-// toolCalls reads a delta's tool_calls: an array of objects, or null.
-func (s *scanner) toolCalls(pc *parsedChoice) bool {
-	if s.peek() != '[' {
-		var v json.RawMessage
-		return s.value(&v) && isNull(v)
-	}
-	s.pos++
-	for first := true; ; first = false {
-		done, ok := s.nextElem(first)
-		if !ok || done {
-			return ok
-		}
-		if !s.open('{') || !s.tool(pc.addTool()) {
-			return false
-		}
-	}
-}
-
-// tool reads one tool call fragment, its '{' consumed.
+// tool reads one tool call fragment, and its function: an object with
+// name and arguments only, or null. parseSlow decodes the function into a
+// struct, whose keys encoding/json matches in any case and which drops
+// other keys: left to it.
 func (s *scanner) tool(t *parsedTool) bool {
-	var seen uint
-	for first := true; ; first = false {
-		key, done, ok := s.next(first)
-		if !ok {
-			return false
+	raw := [...]*json.RawMessage{&t.id, &t.typ, &t.index}
+	return s.object(levelTool, raw[:], &t.extra, func([]byte) bool {
+		if s.Peek() != '{' {
+			return s.Null()
 		}
-		if done {
-			sortMembers(t.extra)
-			return true
-		}
-		switch string(key) {
-		case "index":
-			ok = once(&seen, 1) && s.value(&t.index)
-		case "id":
-			ok = once(&seen, 2) && s.value(&t.id)
-		case "type":
-			ok = once(&seen, 4) && s.value(&t.typ)
-		case "function":
-			ok = once(&seen, 8) && s.function(t)
-		default:
-			ok = s.extra(&t.extra, key, toolKnown)
-		}
-		if !ok {
-			return false
-		}
-	}
-}
-
-// function reads a tool call's function: an object with name and
-// arguments only, or null. parseSlow decodes it into a struct, whose keys
-// encoding/json matches in any case and which drops other keys: left to
-// it.
-func (s *scanner) function(t *parsedTool) bool {
-	if s.peek() != '{' {
-		var v json.RawMessage
-		return s.value(&v) && isNull(v)
-	}
-	s.pos++
-	var seen uint
-	for first := true; ; first = false {
-		key, done, ok := s.next(first)
-		if !ok || done {
-			return ok
-		}
-		switch string(key) {
-		case "name":
-			ok = once(&seen, 1) && s.value(&t.name)
-		case "arguments":
-			ok = once(&seen, 2) && s.value(&t.args)
-		default:
-			ok = false
-		}
-		if !ok {
-			return false
-		}
-	}
-}
-
-// scanner reads JSON (RFC 8259, as encoding/json accepts it: any bytes
-// above ASCII inside strings) from buf, validating every byte it passes.
-type scanner struct {
-	buf []byte
-	pos int
-}
-
-func (s *scanner) peek() byte {
-	if s.pos < len(s.buf) {
-		return s.buf[s.pos]
-	}
-	return 0
-}
-
-func (s *scanner) space() {
-	for s.pos < len(s.buf) {
-		switch s.buf[s.pos] {
-		case ' ', '\t', '\n', '\r':
-			s.pos++
-		default:
-			return
-		}
-	}
-}
-
-// open consumes c, a container's opening bracket.
-func (s *scanner) open(c byte) bool {
-	if s.peek() != c {
-		return false
-	}
-	s.pos++
-	return true
-}
-
-// next moves to the next member of the object being read and returns its
-// key, leaving s.pos at the value; done is set at the closing brace instead.
-// first is set for the object's first member. ok is false for invalid JSON
-// and for keys parseFast leaves to parseSlow: with an escape or a byte
-// outside ASCII.
-func (s *scanner) next(first bool) (key []byte, done, ok bool) {
-	s.space()
-	switch c := s.peek(); {
-	case c == '}':
-		s.pos++
-		return nil, true, true
-	case !first && c == ',':
-		s.pos++
-		s.space()
-	case !first:
-		return nil, false, false
-	}
-	if s.peek() != '"' {
-		return nil, false, false
-	}
-	start := s.pos + 1
-	i := start
-	for ; i < len(s.buf) && s.buf[i] != '"'; i++ {
-		if c := s.buf[i]; c < 0x20 || c >= 0x80 || c == '\\' {
-			return nil, false, false
-		}
-	}
-	if i == len(s.buf) {
-		return nil, false, false
-	}
-	key = s.buf[start:i]
-	s.pos = i + 1
-	s.space()
-	if !s.open(':') {
-		return nil, false, false
-	}
-	s.space()
-	return key, false, true
-}
-
-// nextElem moves to the next element of the array being read, or past its
-// closing bracket (done). first is set for the first element.
-func (s *scanner) nextElem(first bool) (done, ok bool) {
-	s.space()
-	switch c := s.peek(); {
-	case c == ']':
-		s.pos++
-		return true, true
-	case !first && c == ',':
-		s.pos++
-		s.space()
-	case !first:
-		return false, false
-	}
-	return false, true
-}
-
-// value reads the value at s.pos into *v.
-func (s *scanner) value(v *json.RawMessage) bool {
-	start := s.pos
-	if !s.skip() {
-		return false
-	}
-	*v = s.buf[start:s.pos]
-	return true
-}
-
-// maxDepth bounds the nesting skip follows; deeper values (encoding/json
-// takes 10,000 levels) are left to parseSlow.
-const maxDepth = 64
-
-// skip passes one value, validating it, without recursion.
-func (s *scanner) skip() bool {
-	var objs uint64 // bit d is set when the container at depth d is an object
-	depth := 0
-	for {
-		s.space()
-		switch c := s.peek(); c {
-		case '{', '[':
-			s.pos++
-			s.space()
-			if c == '{' && s.peek() == '}' || c == '[' && s.peek() == ']' {
-				s.pos++
-				break
-			}
-			if depth == maxDepth {
-				return false
-			}
-			objs &^= 1 << depth
-			if c == '{' {
-				objs |= 1 << depth
-				if !s.key() {
-					return false
-				}
-			}
-			depth++
-			continue
-		case '"':
-			if !s.str() {
-				return false
-			}
-		case 't':
-			if !s.lit("true") {
-				return false
-			}
-		case 'f':
-			if !s.lit("false") {
-				return false
-			}
-		case 'n':
-			if !s.lit("null") {
-				return false
-			}
-		default:
-			if !s.number() {
-				return false
-			}
-		}
-		// A value ended: close the containers it ends, or go on to the
-		// next value.
-		for {
-			if depth == 0 {
-				return true
-			}
-			s.space()
-			obj := objs&(1<<(depth-1)) != 0
-			c := s.peek()
-			if c == ',' {
-				s.pos++
-				if obj && !s.key() {
-					return false
-				}
-				break
-			}
-			if obj && c == '}' || !obj && c == ']' {
-				s.pos++
-				depth--
-				continue
-			}
-			return false
-		}
-	}
-}
-
-// key reads a member's key, any string, and its colon.
-func (s *scanner) key() bool {
-	s.space()
-	if !s.str() {
-		return false
-	}
-	s.space()
-	return s.open(':')
-}
-
-// special marks the bytes that end a plain run inside a JSON string: the
-// closing quote, an escape, or a control character (invalid in JSON).
-var special = func() (t [256]bool) {
-	for c := range 0x20 {
-		t[c] = true
-	}
-	t['"'], t['\\'] = true, true
-	return t
-}()
-
-// str reads one string.
-func (s *scanner) str() bool {
-	if !s.open('"') {
-		return false
-	}
-	buf, i := s.buf, s.pos
-	for {
-		for i < len(buf) && !special[buf[i]] {
-			i++
-		}
-		if i == len(buf) || buf[i] < 0x20 {
-			return false
-		}
-		if buf[i] == '"' {
-			s.pos = i + 1
-			return true
-		}
-		i++ // the backslash
-		if i == len(buf) {
-			return false
-		}
-		switch buf[i] {
-		case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-			i++
-		case 'u':
-			if i+5 > len(buf) {
-				return false
-			}
-			for _, c := range buf[i+1 : i+5] {
-				if !isHex(c) {
-					return false
-				}
-			}
-			i += 5
-		default:
-			return false
-		}
-	}
-}
-
-func isHex(c byte) bool {
-	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
-}
-
-func (s *scanner) lit(word string) bool {
-	if len(s.buf)-s.pos < len(word) || string(s.buf[s.pos:s.pos+len(word)]) != word {
-		return false
-	}
-	s.pos += len(word)
-	return true
-}
-
-// number reads a number (RFC 8259's grammar).
-func (s *scanner) number() bool {
-	s.open('-')
-	switch c := s.peek(); {
-	case c == '0':
-		s.pos++
-	case '1' <= c && c <= '9':
-		s.digits()
-	default:
-		return false
-	}
-	if s.open('.') && !s.digits() {
-		return false
-	}
-	if c := s.peek(); c == 'e' || c == 'E' {
-		s.pos++
-		if c := s.peek(); c == '+' || c == '-' {
-			s.pos++
-		}
-		if !s.digits() {
-			return false
-		}
-	}
-	return true
-}
-
-// digits reads one or more digits.
-func (s *scanner) digits() bool {
-	start := s.pos
-	for s.pos < len(s.buf) && '0' <= s.buf[s.pos] && s.buf[s.pos] <= '9' {
-		s.pos++
-	}
-	return s.pos > start
+		fn := [...]*json.RawMessage{&t.name, &t.args}
+		return s.object(levelFunction, fn[:], nil, nil)
+	})
 }

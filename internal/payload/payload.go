@@ -14,6 +14,8 @@ import (
 	"slices"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/chutes-proxy/chutes-proxy/internal/jsonscan"
 )
 
 // Errors Parse returns; the proxy maps them to invalid_json and missing_model.
@@ -35,10 +37,6 @@ func (e *SyntaxError) Error() string {
 
 // Unwrap lets callers test for ErrNotJSON.
 func (e *SyntaxError) Unwrap() error { return ErrNotJSON }
-
-// maxDepth bounds nesting so that a hostile body cannot cost more than a
-// linear scan; the scanner itself is iterative and needs no stack.
-const maxDepth = 10000
 
 // Body is a request body with the location of its top-level "model" value.
 // Raw is never modified.
@@ -78,80 +76,52 @@ func Parse(raw []byte) (Body, error) {
 	for i := range b.spans {
 		b.spans[i].start = -1
 	}
-	s := scanner{buf: raw}
-	s.skipSpace()
-	b.open = s.pos
-	if s.pos >= len(raw) {
-		return b, &SyntaxError{0, "empty body"}
+	// The object is one level of encoding/json's nesting limit.
+	s := jsonscan.New(raw, jsonscan.MaxDepth-1)
+	s.Space()
+	b.open = s.Pos()
+	if s.Peek() != '{' {
+		msg := "expected a JSON object"
+		if s.Pos() == len(raw) {
+			msg = "empty body"
+		}
+		return b, &SyntaxError{s.Pos(), msg}
 	}
-	if raw[s.pos] != '{' {
-		return b, &SyntaxError{s.pos, "expected a JSON object"}
-	}
-	s.pos++
-	s.skipSpace()
-	if s.peek() == '}' {
-		s.pos++
-	} else {
-		for {
-			s.skipSpace()
-			ks := s.pos
-			if err := s.str(); err != nil {
-				return b, err
-			}
-			key := raw[ks+1 : s.pos-1]
-			s.skipSpace()
-			if s.peek() != ':' {
-				return b, &SyntaxError{s.pos, "expected ':' after object key"}
-			}
-			s.pos++
-			s.skipSpace()
-			vs := s.pos
-			if err := s.value(); err != nil {
-				return b, err
-			}
-			switch string(key) {
-			case "model":
-				b.start, b.end = vs, s.pos
-			case "stream":
-				b.Stream = string(raw[vs:s.pos]) == "true"
-				b.spans[memStream] = span{vs, s.pos}
-			case "stream_options":
-				b.spans[memStreamOptions] = span{vs, s.pos}
-			case "messages":
-				b.spans[memMessages] = span{vs, s.pos}
-			case "continue_final_message":
-				b.spans[memContinue] = span{vs, s.pos}
-			case "add_generation_prompt":
-				b.spans[memGenPrompt] = span{vs, s.pos}
-			}
-			s.skipSpace()
-			c := s.peek()
-			s.pos++
-			if c == '}' {
-				break
-			}
-			if c != ',' {
-				return b, &SyntaxError{s.pos - 1, "expected ',' or '}' in object"}
+	s.Open('{')
+	for {
+		key, more := s.Member()
+		if !more {
+			break
+		}
+		v, ok := s.Value()
+		if !ok {
+			break
+		}
+		sp := span{s.Pos() - len(v), s.Pos()}
+		switch string(key) {
+		case "model":
+			b.start, b.end = sp.start, sp.end
+		case "stream":
+			b.Stream = string(v) == "true"
+		}
+		for i, name := range editable {
+			if string(key) == name {
+				b.spans[i] = sp
 			}
 		}
 	}
-	s.skipSpace()
-	if s.pos != len(raw) {
-		return b, &SyntaxError{s.pos, "data after the JSON object"}
+	if s.Failed() || !s.End() {
+		return b, &SyntaxError{s.Pos(), s.Msg()}
 	}
 	if b.start < 0 {
 		return b, ErrNoModel
 	}
-	v := raw[b.start:b.end]
-	if v[0] != '"' {
+	var buf [64]byte // most models decode here: the string is the one allocation
+	m, ok := jsonscan.AppendString(buf[:0], raw[b.start:b.end])
+	if !ok {
 		return b, ErrModelType
 	}
-	if bytes.IndexByte(v, '\\') < 0 {
-		b.Model = string(v[1 : len(v)-1])
-	} else if err := json.Unmarshal(v, &b.Model); err != nil {
-		return b, &SyntaxError{b.start, "bad string escape in model"}
-	}
-	if b.Model == "" {
+	if b.Model = string(m); b.Model == "" {
 		return b, ErrNoModel // "" names no model: the app's model field is empty
 	}
 	return b, nil
@@ -296,237 +266,4 @@ func Quote(s string) []byte {
 	}
 	out, _ := json.Marshal(s) // a string always marshals
 	return out
-}
-
-type scanner struct {
-	buf []byte
-	pos int
-}
-
-func (s *scanner) peek() byte {
-	if s.pos < len(s.buf) {
-		return s.buf[s.pos]
-	}
-	return 0
-}
-
-func (s *scanner) skipSpace() {
-	for s.pos < len(s.buf) {
-		switch s.buf[s.pos] {
-		case ' ', '\t', '\n', '\r':
-			s.pos++
-		default:
-			return
-		}
-	}
-}
-
-func (s *scanner) errf(msg string) error { return &SyntaxError{s.pos, msg} }
-
-// special marks the bytes that end a plain run inside a JSON string: the
-// closing quote, an escape, or a control character (invalid in JSON).
-var special = func() (t [256]bool) {
-	for c := range 0x20 {
-		t[c] = true
-	}
-	t['"'], t['\\'] = true, true
-	return t
-}()
-
-// str consumes one JSON string starting at s.pos, in one pass.
-func (s *scanner) str() error {
-	if s.peek() != '"' {
-		return s.errf("expected a string")
-	}
-	buf, i := s.buf, s.pos+1
-	for {
-		for i+8 <= len(buf) && !special[buf[i]] && !special[buf[i+1]] && !special[buf[i+2]] && !special[buf[i+3]] &&
-			!special[buf[i+4]] && !special[buf[i+5]] && !special[buf[i+6]] && !special[buf[i+7]] {
-			i += 8
-		}
-		for i < len(buf) && !special[buf[i]] {
-			i++
-		}
-		if i >= len(buf) {
-			s.pos = len(buf)
-			return s.errf("unterminated string")
-		}
-		s.pos = i
-		switch buf[i] {
-		case '"':
-			s.pos = i + 1
-			return nil
-		case '\\':
-			s.pos++
-			switch s.peek() {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-				s.pos++
-			case 'u':
-				if s.pos+5 > len(buf) {
-					return s.errf("short \\u escape")
-				}
-				for _, c := range buf[s.pos+1 : s.pos+5] {
-					if !isHex(c) {
-						return s.errf("bad \\u escape")
-					}
-				}
-				s.pos += 5
-			default:
-				return s.errf("bad escape")
-			}
-			i = s.pos
-		default:
-			return s.errf("control character in string")
-		}
-	}
-}
-
-func isHex(c byte) bool {
-	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
-}
-
-// value consumes one JSON value. Containers are walked with a depth counter
-// and a small stack of container kinds packed into bits, not recursion.
-func (s *scanner) value() error {
-	// stack of open containers: true = object, false = array
-	var stack []bool
-	for {
-		s.skipSpace()
-		switch c := s.peek(); {
-		case c == '{' || c == '[':
-			if len(stack) >= maxDepth {
-				return s.errf("nesting too deep")
-			}
-			s.pos++
-			s.skipSpace()
-			closer := byte(']')
-			if c == '{' {
-				closer = '}'
-			}
-			if s.peek() == closer {
-				s.pos++
-				break // empty container is a complete value
-			}
-			stack = append(stack, c == '{')
-			if c == '{' {
-				if err := s.key(); err != nil {
-					return err
-				}
-			}
-			continue // parse the first element
-		case c == '"':
-			if err := s.str(); err != nil {
-				return err
-			}
-		case c == '-' || '0' <= c && c <= '9':
-			if err := s.number(); err != nil {
-				return err
-			}
-		case c == 't':
-			if err := s.lit("true"); err != nil {
-				return err
-			}
-		case c == 'f':
-			if err := s.lit("false"); err != nil {
-				return err
-			}
-		case c == 'n':
-			if err := s.lit("null"); err != nil {
-				return err
-			}
-		default:
-			if s.pos >= len(s.buf) {
-				return s.errf("unexpected end of body")
-			}
-			return s.errf("unexpected character")
-		}
-		// a value is complete: close containers or move to the next element
-		for {
-			if len(stack) == 0 {
-				return nil
-			}
-			s.skipSpace()
-			obj := stack[len(stack)-1]
-			c := s.peek()
-			if c == ',' {
-				s.pos++
-				if obj {
-					if err := s.key(); err != nil {
-						return err
-					}
-				}
-				break
-			}
-			if obj && c == '}' || !obj && c == ']' {
-				s.pos++
-				stack = stack[:len(stack)-1]
-				continue
-			}
-			if s.pos >= len(s.buf) {
-				return s.errf("unexpected end of body")
-			}
-			return s.errf("expected ',' or a closing bracket")
-		}
-	}
-}
-
-// key consumes `"name" :` inside an object.
-func (s *scanner) key() error {
-	s.skipSpace()
-	if err := s.str(); err != nil {
-		return err
-	}
-	s.skipSpace()
-	if s.peek() != ':' {
-		return s.errf("expected ':' after object key")
-	}
-	s.pos++
-	return nil
-}
-
-func (s *scanner) lit(word string) error {
-	if !bytes.HasPrefix(s.buf[s.pos:], []byte(word)) {
-		return s.errf("invalid literal")
-	}
-	s.pos += len(word)
-	return nil
-}
-
-// number consumes a JSON number (RFC 8259 grammar).
-func (s *scanner) number() error {
-	if s.peek() == '-' {
-		s.pos++
-	}
-	switch c := s.peek(); {
-	case c == '0':
-		s.pos++
-	case '1' <= c && c <= '9':
-		s.digits()
-	default:
-		return s.errf("invalid number")
-	}
-	if s.peek() == '.' {
-		s.pos++
-		if !s.digits() {
-			return s.errf("invalid number")
-		}
-	}
-	if c := s.peek(); c == 'e' || c == 'E' {
-		s.pos++
-		if c := s.peek(); c == '+' || c == '-' {
-			s.pos++
-		}
-		if !s.digits() {
-			return s.errf("invalid number")
-		}
-	}
-	return nil
-}
-
-func (s *scanner) digits() bool {
-	start := s.pos
-	for s.pos < len(s.buf) && '0' <= s.buf[s.pos] && s.buf[s.pos] <= '9' {
-		s.pos++
-	}
-	return s.pos > start
 }

@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/chutes-proxy/chutes-proxy/internal/jsonscan"
 )
 
 func TestParse(t *testing.T) {
@@ -43,7 +45,9 @@ func TestParse(t *testing.T) {
 		{"model object", `{"model":{"id":"x"}}`, "", false, ErrModelType},
 		{"empty object", `{}`, "", false, ErrNoModel},
 		{"deep", `{"model":"m","d":` + strings.Repeat("[", 5000) + strings.Repeat("]", 5000) + `}`, "m", false, nil},
-		{"too deep", `{"model":"m","d":` + strings.Repeat("[", maxDepth+1) + strings.Repeat("]", maxDepth+1) + `}`, "", false, ErrNotJSON},
+		// encoding/json's limit counts the object itself
+		{"deepest", `{"model":"m","d":` + strings.Repeat("[", jsonscan.MaxDepth-1) + strings.Repeat("]", jsonscan.MaxDepth-1) + `}`, "m", false, nil},
+		{"too deep", `{"model":"m","d":` + strings.Repeat("[", jsonscan.MaxDepth) + strings.Repeat("]", jsonscan.MaxDepth) + `}`, "", false, ErrNotJSON},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
