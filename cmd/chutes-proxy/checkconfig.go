@@ -10,7 +10,7 @@ import (
 
 func runCheckConfig(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("check-config", "Validate the config and print the effective config (keys redacted). Exit 1 with FILE:KEY: problem lines when invalid.", stdout, stderr)
-	file := fs.String("config", "", "config file (default: $CHUTES_PROXY_CONFIG, ./proxy.toml, else the built-in defaults)")
+	file := fs.String("config", "", "config file (default: $CHUTES_PROXY_CONFIG, ./proxy.toml, chutes-proxy/proxy.toml in the user config folder, else the built-in defaults)")
 	if code, done := parse(fs, args); done {
 		return code
 	}

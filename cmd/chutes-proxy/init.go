@@ -230,8 +230,10 @@ func (in *initer) run(ctx context.Context) error {
 // mayWrite says whether the file may be written, asking before an existing
 // one is replaced; replace is true when it exists and may be.
 func (in *initer) mayWrite(ctx context.Context) (replace bool, err error) {
-	if fi, err := os.Stat(filepath.Dir(in.path)); err != nil || !fi.IsDir() {
-		return false, fmt.Errorf("cannot write %s: its directory %s does not exist; %w", in.path, filepath.Dir(in.path), errNothingWritten)
+	// A folder that does not exist yet is made at the end (the user's
+	// config folder often does not); one that is a file cannot be.
+	if fi, err := os.Stat(filepath.Dir(in.path)); err == nil && !fi.IsDir() {
+		return false, fmt.Errorf("cannot write %s: %s is not a folder; %w", in.path, filepath.Dir(in.path), errNothingWritten)
 	}
 	_, err = os.Stat(in.path)
 	switch {
@@ -1016,6 +1018,10 @@ func tomlString(s string) string {
 // temporary file in the same directory makes either step atomic, so a
 // running proxy that watches path never reads half a file.
 func writeInitConfig(path string, data []byte, perm os.FileMode, replace bool, getenv func(string) string) (*config.Config, error) {
+	// The user's config folder (config.UserFile) may not exist yet.
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("cannot make the folder for %s: %w", path, err)
+	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".init-*")
 	if err != nil {
 		return nil, fmt.Errorf("cannot write next to %s: %w", path, err)

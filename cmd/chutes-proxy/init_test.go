@@ -376,13 +376,27 @@ func TestInitInteractive(t *testing.T) {
 	}
 }
 
+// TestInitNoDirectory: a folder that does not exist yet (the user's config
+// folder on a new machine) is made; a "folder" that is a file is refused
+// and nothing is written.
 func TestInitNoDirectory(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "missing", "proxy.toml")
+	path := filepath.Join(t.TempDir(), "missing", "chutes-proxy", "proxy.toml")
 	code, _, errOut := runInitCmd(t, "", nil, "--config", path, "--yes", "--base-url", "http://127.0.0.1:1/v1")
+	if code != 0 {
+		t.Errorf("exit %d, want 0: %s", code, errOut)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Errorf("%s not written: %v", path, err)
+	}
+	file := filepath.Join(t.TempDir(), "a-file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut = runInitCmd(t, "", nil, "--config", filepath.Join(file, "proxy.toml"), "--yes", "--base-url", "http://127.0.0.1:1/v1")
 	if code != 1 {
 		t.Errorf("exit %d, want 1", code)
 	}
-	hasAll(t, errOut, "does not exist", "nothing written")
+	hasAll(t, errOut, "is not a folder", "nothing written")
 }
 
 func TestInitStdinEnds(t *testing.T) {

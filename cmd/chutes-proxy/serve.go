@@ -23,7 +23,7 @@ const drainTimeout = 30 * time.Second
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("serve", "Run the proxy until SIGINT/SIGTERM, then let in-flight requests finish (up to 30 s).", stdout, stderr)
-	file := fs.String("config", "", "config file (default: $CHUTES_PROXY_CONFIG, ./proxy.toml, else the built-in defaults)")
+	file := fs.String("config", "", "config file (default: $CHUTES_PROXY_CONFIG, ./proxy.toml, chutes-proxy/proxy.toml in the user config folder, else the built-in defaults)")
 	listen := fs.String("listen", "", "address to listen on, e.g. 127.0.0.1:8787 (overrides the config)")
 	pprofAddr := fs.String("pprof", "", "serve Go's profiler (net/http/pprof) on this loopback address, e.g. 127.0.0.1:6060")
 	if code, done := parse(fs, args); done {

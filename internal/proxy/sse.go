@@ -100,11 +100,13 @@ func nextEvent(br *bufio.Reader) (event, error) {
 			case lineError, lineBareJSON:
 				return ev, &failover.StreamError{Reason: streamReason(v)}
 			case lineBlank:
+				ev.lines = append(ev.lines, line...)
+				if line[len(line)-1] != '\n' {
+					ev.lines = append(ev.lines, '\n') // a last blank line cut at EOF
+				}
 				if ev.data != nil || ev.done {
-					ev.lines = append(ev.lines, line...)
 					return ev, nil
 				}
-				ev.lines = append(ev.lines, line...)
 			case lineField:
 				ev.lines = append(ev.lines, line...)
 				if bytes.HasPrefix(line, []byte("data:")) {
