@@ -82,9 +82,11 @@ type call struct {
 	// Other providers get their own key and never this one.
 	chutesKey string
 	// plain: a plain chat or completion, which a provider with stream_plain
-	// is sent as a stream (streamed, made once) and assembled.
+	// is sent as a stream and assembled; streamed makes that body once, on
+	// first use (two hedged attempts may ask at once), so that a proxy with
+	// stream_plain off copies no body.
 	plain    bool
-	streamed payload.Body
+	streamed func() (payload.Body, error)
 	// track: keep a stream's reply so far (resume_streams).
 	track bool
 }
@@ -123,8 +125,8 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, st *state, info
 	if info.endpoint != epEmbeddings {
 		if body.Stream {
 			c.track = cfg.Failover.ResumeStreams && info.endpoint == epChat
-		} else if c.streamed, err = body.Streamed(); err == nil {
-			c.plain = true
+		} else {
+			c.plain, c.streamed = true, sync.OnceValues(body.Streamed)
 		}
 	}
 	// With [failover] hedge, two attempts may run at once; only the one
@@ -312,8 +314,12 @@ func (c *call) attempt(ctx context.Context, body payload.Body, model string, con
 	}
 
 	assembled := c.plain && t.StreamPlain && !c.s.plainOnly(model)
-	if assembled && !continuation {
-		body = c.streamed
+	if assembled {
+		if sb, err := c.streamed(); err == nil {
+			body = sb
+		} else {
+			assembled = false // a body Streamed cannot edit goes as it is
+		}
 	}
 	resp, err := c.send(actx, t, key, body, upModel)
 	if err == nil && assembled && resp.StatusCode == http.StatusBadRequest {
