@@ -38,7 +38,7 @@ func (r *Router) Do(ctx context.Context, req Request, try TryFunc) (res Result, 
 			chain = append([]string{req.From}, chain...)
 		}
 	}
-	w := &walk{r: r, cfg: r.table.Load().cfg, req: req, try: try, chain: chain,
+	w := &walk{ctx: ctx, r: r, cfg: r.table.Load().cfg, req: req, try: try, chain: chain,
 		res: Result{Requested: req.Model, Attempts: make([]Attempt, 0, len(chain))}}
 	w.max = w.cfg.Failover.MaxAttempts
 	if req.MaxAttempts > 0 {
@@ -80,6 +80,7 @@ func (r *Router) Do(ctx context.Context, req Request, try TryFunc) (res Result, 
 
 // walk is one Do's state.
 type walk struct {
+	ctx   context.Context // the request's, for the log lines
 	r     *Router
 	cfg   *config.Config
 	req   Request
@@ -268,13 +269,13 @@ func (w *walk) settle(ru *run, err error) outcome {
 		w.refusers = append(w.refusers, p)
 		w.refused = cmp.Or(w.refused, err)
 		w.mu.Unlock()
-		w.r.log.LogAttrs(context.Background(), slog.LevelInfo, "provider refused the key or wants payment, trying other providers",
+		w.r.log.LogAttrs(w.ctx, slog.LevelInfo, "provider refused the key or wants payment, trying other providers",
 			slog.String("model", id), slog.String("provider", p), slog.Int("status", a.Status), slog.String("reason", a.Reason))
 		return outcome{id: id}
 	case action != Next:
 		return outcome{id: id, stop: err}
 	}
-	w.r.log.LogAttrs(context.Background(), slog.LevelInfo, "model failed, trying the next",
+	w.r.log.LogAttrs(w.ctx, slog.LevelInfo, "model failed, trying the next",
 		slog.String("model", id), slog.Int("status", a.Status), slog.String("reason", a.Reason))
 	return outcome{id: id}
 }
